@@ -1,0 +1,319 @@
+//! `gateway.toml`: the configuration model (design §7). Every setting has a
+//! default; unknown keys are errors.
+
+use crate::sip::Limits;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub cpim: CpimConfig,
+    pub presence: PresenceConfig,
+    pub auth: AuthConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SipConfig {
+    /// `udp:HOST:PORT`, `tcp:HOST:PORT`, `tls:HOST:PORT`.
+    pub listen: Vec<String>,
+    pub local_domains: Vec<String>,
+    pub cpim_domains: Vec<String>,
+    pub routes: Vec<StaticRoute>,
+    pub tls: TlsConfig,
+    pub limits: Limits,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
+            local_domains: vec!["example.com".into()],
+            cpim_domains: vec![],
+            routes: vec![],
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticRoute {
+    pub domain: String,
+    /// `transport:host:port`.
+    pub next_hop: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpimConfig {
+    pub listen: String,
+    pub adapter_url: String,
+    pub token: String,
+    pub sip_header_scheme: String,
+}
+
+impl Default for CpimConfig {
+    fn default() -> Self {
+        CpimConfig {
+            listen: "127.0.0.1:8080".into(),
+            adapter_url: "http://127.0.0.1:9090/cpim".into(),
+            token: String::new(),
+            sip_header_scheme: "sip".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    pub default_expires: u32,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub notify_min_interval_ms: u64,
+    pub default_policy: String,
+    pub subscribe_success_code: u16,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            default_expires: 3600,
+            min_expires: 60,
+            max_expires: 86400,
+            notify_min_interval_ms: 5000,
+            default_policy: "confirm".into(),
+            subscribe_success_code: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    pub realm: String,
+    pub credentials_file: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            realm: "example.com".into(),
+            credentials_file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub path: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: "./data".into(),
+        }
+    }
+}
+
+/// A SIP listener address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    pub transport: ListenTransport,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = match self.transport {
+            ListenTransport::Udp => "udp",
+            ListenTransport::Tcp => "tcp",
+            ListenTransport::Tls => "tls",
+        };
+        write!(f, "{t}:{}", self.addr)
+    }
+}
+
+/// Parses `udp:HOST:PORT` (IPv6 hosts in brackets).
+pub fn parse_listener(s: &str) -> Result<Listener, String> {
+    let (t, addr) = s.split_once(':').ok_or("expected transport:host:port")?;
+    let transport = match t.to_ascii_lowercase().as_str() {
+        "udp" => ListenTransport::Udp,
+        "tcp" => ListenTransport::Tcp,
+        "tls" => ListenTransport::Tls,
+        _ => {
+            return Err(format!(
+                "unknown transport {t:?} (expected udp, tcp or tls)"
+            ));
+        }
+    };
+    let addr = addr
+        .parse::<SocketAddr>()
+        .map_err(|_| format!("{addr:?} is not an IP address and port"))?;
+    Ok(Listener { transport, addr })
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg = Self::parse(&text, path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text; syntax and unknown-key errors carry a line number.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| {
+                text[..s.start.min(text.len())].matches('\n').count() + 1
+            });
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                message: e.message().to_owned(),
+            }
+        })
+    }
+
+    /// The SIP listeners.
+    pub fn listeners(&self) -> Result<Vec<Listener>, String> {
+        self.sip.listen.iter().map(|s| parse_listener(s)).collect()
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        let listeners = self.listeners().map_err(|m| invalid("sip.listen", m))?;
+        if listeners
+            .iter()
+            .any(|l| l.transport == ListenTransport::Tls)
+            && (self.sip.tls.cert.is_empty() || self.sip.tls.key.is_empty())
+        {
+            return Err(invalid(
+                "sip.tls",
+                "cert and key are required for a tls: listener".into(),
+            ));
+        }
+        self.cpim.listen.parse::<SocketAddr>().map_err(|_| {
+            invalid(
+                "cpim.listen",
+                format!("{:?} is not an IP address and port", self.cpim.listen),
+            )
+        })?;
+        let p = &self.presence;
+        if p.min_expires > p.default_expires || p.default_expires > p.max_expires {
+            return Err(invalid(
+                "presence",
+                "need min_expires <= default_expires <= max_expires".into(),
+            ));
+        }
+        if !matches!(
+            p.default_policy.as_str(),
+            "allow" | "block" | "polite-block" | "confirm"
+        ) {
+            return Err(invalid(
+                "presence.default_policy",
+                "expected allow, block, polite-block or confirm".into(),
+            ));
+        }
+        if !matches!(p.subscribe_success_code, 200 | 202) {
+            return Err(invalid(
+                "presence.subscribe_success_code",
+                "expected 200 or 202".into(),
+            ));
+        }
+        if !matches!(self.cpim.sip_header_scheme.as_str(), "sip" | "pres") {
+            return Err(invalid(
+                "cpim.sip_header_scheme",
+                "expected \"sip\" or \"pres\"".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_config_is_valid() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml"));
+        let cfg = Config::load(path).expect("bundled gateway.toml loads");
+        assert_eq!(cfg.sip.local_domains, vec!["example.com"]);
+        assert_eq!(cfg.listeners().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let e = Config::parse("[sip]\nlisten = []\nlisten_typo = 1\n", Path::new("x.toml"))
+            .unwrap_err();
+        match e {
+            ConfigError::Syntax { line, message, .. } => {
+                assert_eq!(line, 3);
+                assert!(message.contains("listen_typo"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_listener_rejected() {
+        assert!(parse_listener("sctp:127.0.0.1:5060").is_err());
+        assert!(parse_listener("udp:localhost").is_err());
+        assert_eq!(parse_listener("tcp:[::1]:5060").unwrap().addr.port(), 5060);
+    }
+}

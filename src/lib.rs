@@ -1,0 +1,6 @@
+//! sip-cpim-gateway: a SIP ↔ CPIM presence interworking gateway with an
+//! internal presence agent. See `docs/architecture.md` for the module map.
+
+pub mod config;
+pub mod lint;
+pub mod sip;
