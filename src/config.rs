@@ -46,8 +46,56 @@ pub struct SipConfig {
     pub local_domains: Vec<String>,
     pub cpim_domains: Vec<String>,
     pub routes: Vec<StaticRoute>,
+    /// Host (name or IP) put in Via sent-by and Contact; empty: the
+    /// listener's address.
+    pub advertise: String,
     pub tls: TlsConfig,
     pub limits: Limits,
+    pub transport: TransportSettings,
+    pub timers: TimerSettings,
+}
+
+/// `[sip.transport]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportSettings {
+    /// Stream connections idle this long are closed.
+    pub idle_timeout_s: u64,
+    /// Open TCP/TLS connections at most (incoming and outgoing).
+    pub max_connections: usize,
+    pub connect_timeout_ms: u64,
+    /// Requests larger than this go over TCP instead of UDP (RFC 3261 §18.1.1).
+    pub udp_mtu_threshold: usize,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        TransportSettings {
+            idle_timeout_s: 300,
+            max_connections: 1024,
+            connect_timeout_ms: 5000,
+            udp_mtu_threshold: 1300,
+        }
+    }
+}
+
+/// `[sip.timers]`: RFC 3261 T1, T2, T4.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimerSettings {
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+}
+
+impl Default for TimerSettings {
+    fn default() -> Self {
+        TimerSettings {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+        }
+    }
 }
 
 impl Default for SipConfig {
@@ -57,8 +105,11 @@ impl Default for SipConfig {
             local_domains: vec!["example.com".into()],
             cpim_domains: vec![],
             routes: vec![],
+            advertise: String::new(),
             tls: TlsConfig::default(),
             limits: Limits::default(),
+            transport: TransportSettings::default(),
+            timers: TimerSettings::default(),
         }
     }
 }
@@ -68,6 +119,8 @@ impl Default for SipConfig {
 pub struct TlsConfig {
     pub cert: String,
     pub key: String,
+    /// PEM bundle of CAs trusted for outgoing TLS; empty: the system store.
+    pub ca: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,6 +306,20 @@ impl Config {
                 format!("{:?} is not an IP address and port", self.cpim.listen),
             )
         })?;
+        let t = &self.sip.timers;
+        if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
+            return Err(invalid(
+                "sip.timers",
+                "need 0 < t1_ms <= t2_ms and t4_ms > 0".into(),
+            ));
+        }
+        if self.sip.transport.max_connections == 0 {
+            return Err(invalid(
+                "sip.transport.max_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        crate::transport::Resolver::new(&self.sip.routes).map_err(|m| invalid("sip.routes", m))?;
         let p = &self.presence;
         if p.min_expires > p.default_expires || p.default_expires > p.max_expires {
             return Err(invalid(

@@ -3,4 +3,7 @@
 
 pub mod config;
 pub mod lint;
+pub mod server;
 pub mod sip;
+pub mod transaction;
+pub mod transport;

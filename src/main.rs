@@ -77,17 +77,64 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for l in cfg.listeners().unwrap_or_default() {
-        println!("SIP listener: {l}");
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let server = match sip_cpim_gateway::server::Server::start(&cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        for (proto, addr) in server.transport.local_addrs() {
+            tracing::info!(%proto, %addr, "SIP listening");
+            println!(
+                "SIP listening: {}:{addr}",
+                proto.via_token().to_ascii_lowercase()
+            );
+        }
+        println!("serving; SIGINT or SIGTERM stops");
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
     }
-    println!("CPIM/admin HTTP: {}", cfg.cpim.listen);
-    println!("local domains: {}", cfg.sip.local_domains.join(", "));
-    println!("store: {}", cfg.store.path);
-    println!(
-        "not yet serving: configuration loaded from {}, transport layer not built yet",
-        path.display()
-    );
-    ExitCode::SUCCESS
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn lint_files(json: bool, config: Option<PathBuf>, files: &[PathBuf]) -> ExitCode {

@@ -442,6 +442,8 @@ pub struct StreamParser {
     scan_from: usize,
     /// A parsed header section waiting for `usize` body bytes.
     pending: Option<(Head, usize)>,
+    /// The header section that made `next_message` fail, for an answer.
+    failed: Option<Bytes>,
 }
 
 impl StreamParser {
@@ -451,12 +453,19 @@ impl StreamParser {
             limits,
             scan_from: 0,
             pending: None,
+            failed: None,
         }
     }
 
     /// Appends received bytes.
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
+    }
+
+    /// The header section of the message that made `next_message` fail
+    /// (so a request can still be answered with 400 before closing).
+    pub fn take_failed(&mut self) -> Option<Bytes> {
+        self.failed.take()
     }
 
     /// Bytes received but not yet returned as a message.
@@ -497,7 +506,13 @@ impl StreamParser {
                 });
             }
             let head_bytes = self.buf.split_to(p + 4).freeze();
-            let head = parse_head(head_bytes.slice(..p + 2), 0, &self.limits)?;
+            let head = match parse_head(head_bytes.slice(..p + 2), 0, &self.limits) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.failed = Some(head_bytes);
+                    return Err(e);
+                }
+            };
             let Some(len) = head.content_length else {
                 return Err(ParseError::MissingContentLength);
             };

@@ -556,6 +556,22 @@ impl Message {
         }
     }
 
+    /// Replaces the first Via value (e.g. to add `received`/`rport`, RFC
+    /// 3261 §18.2.1). Other values of the same header line are kept.
+    pub fn set_top_via(&mut self, via: &Via) {
+        if let Some(pos) = self.headers.iter().position(|f| f.name == HeaderName::Via) {
+            let vias = h::decode_via(&self.headers[pos].value).unwrap_or_default();
+            let mut line = via.to_string();
+            for v in vias.iter().skip(1) {
+                let _ = write!(line, ", {v}");
+            }
+            self.headers[pos].value = ByteString::from(line);
+            if let Some(first) = self.core.via.first_mut() {
+                *first = via.clone();
+            }
+        }
+    }
+
     /// Removes the first Via value (a response going upstream, RFC 3261 §18.1.2).
     pub fn remove_top_via(&mut self) {
         if let Some(pos) = self.headers.iter().position(|f| f.name == HeaderName::Via) {

@@ -11,6 +11,7 @@ pub mod message;
 pub mod method;
 pub mod name;
 pub mod params;
+pub mod salvage;
 pub mod uri;
 
 pub use error::{ParseError, ValueError};

@@ -1,0 +1,741 @@
+//! RFC 3261 §17 transactions: non-INVITE client and server transactions with
+//! timers E, F, J, K (and the INVITE server transaction needed to refuse an
+//! INVITE properly: timers G, H, I), transaction matching (§17.1.3, §17.2.3,
+//! including RFC 2543 requests), the UAS core checks of §8.2, and stateless
+//! answers to malformed requests.
+//!
+//! The application above receives each new request as a
+//! [`ServerTransaction`] on a channel and starts client transactions with
+//! [`TransactionLayer::send_request`].
+
+mod client;
+pub mod uas;
+
+pub use uas::UasPolicy;
+
+use crate::sip::salvage::salvage_request;
+use crate::sip::{
+    HeaderName, Message, Method, ParseError, Via, default_reason, headers::decode_via,
+};
+use crate::transport::routing::ResponseTarget;
+use crate::transport::{
+    Inbound, Proto, Source, Target, Transmit, TransportError, response_target, stamp_received,
+};
+use bytes::Bytes;
+use client::{ClientAction, ClientNonInvite};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// T1, T2, T4 (RFC 3261 §17.1.1.1, Table 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timers {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t4: Duration,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Timers {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a client transaction ended without a response (§8.1.3.1).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// Timer F fired: treated as 408 Request Timeout.
+    #[error("no final response within {0:?} (Timer F)")]
+    Timeout(Duration),
+    /// The transport failed: treated as 503 Service Unavailable.
+    #[error("transport failure: {0}")]
+    Transport(#[from] TransportError),
+    /// The request cannot be sent as built.
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+}
+
+impl ClientError {
+    /// The status the TU acts on (§8.1.3.1).
+    pub fn status_code(&self) -> u16 {
+        match self {
+            ClientError::Timeout(_) => 408,
+            ClientError::Transport(_) => 503,
+            ClientError::Invalid(_) => 400,
+        }
+    }
+}
+
+/// Server transaction identity (§17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ServerKey {
+    /// Magic-cookie branch: branch, sent-by and method (ACK → INVITE).
+    Rfc3261 {
+        branch: String,
+        sent_by: String,
+        method: String,
+    },
+    /// RFC 2543 requests: Request-URI, From tag, Call-ID, CSeq, top Via.
+    Rfc2543 {
+        ruri: String,
+        from_tag: String,
+        call_id: String,
+        cseq: u32,
+        method: String,
+        via: String,
+    },
+}
+
+fn match_method(m: &Method) -> String {
+    if *m == Method::Ack {
+        "INVITE".into()
+    } else {
+        m.to_string()
+    }
+}
+
+fn server_key(req: &Message) -> Option<ServerKey> {
+    let via = req.top_via()?;
+    let method = match_method(req.method()?);
+    if let Some(branch) = via.rfc3261_branch() {
+        let port = via.port.unwrap_or_else(|| via.transport.default_port());
+        return Some(ServerKey::Rfc3261 {
+            branch: branch.to_owned(),
+            sent_by: format!("{}:{port}", via.host.canonical()),
+            method,
+        });
+    }
+    Some(ServerKey::Rfc2543 {
+        ruri: req.request_uri()?.to_string(),
+        from_tag: req.from().and_then(|f| f.tag()).unwrap_or("").to_owned(),
+        call_id: req.call_id().unwrap_or("").to_owned(),
+        cseq: req.cseq().map_or(0, |c| c.seq),
+        method,
+        via: format!("{}", via.host) + &via.port.map(|p| format!(":{p}")).unwrap_or_default(),
+    })
+}
+
+/// Client transaction identity (§17.1.3): branch and CSeq method.
+type ClientKey = (String, String);
+
+#[derive(Debug, Default)]
+struct ServerPhase {
+    /// The last response sent, re-sent on a retransmitted request.
+    last: Option<Bytes>,
+    completed: bool,
+    /// INVITE: the ACK arrived.
+    confirmed: bool,
+}
+
+struct ServerEntry {
+    target: Target,
+    invite: bool,
+    phase: Mutex<ServerPhase>,
+    ack: tokio::sync::Notify,
+}
+
+impl ServerEntry {
+    fn phase(&self) -> std::sync::MutexGuard<'_, ServerPhase> {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+struct Shared {
+    transport: Arc<dyn Transmit>,
+    timers: Timers,
+    policy: UasPolicy,
+    udp_mtu_threshold: usize,
+    clients: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<Message>>>,
+    servers: Mutex<HashMap<ServerKey, Arc<ServerEntry>>>,
+    app: mpsc::Sender<ServerTransaction>,
+}
+
+impl Shared {
+    fn clients(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ClientKey, mpsc::UnboundedSender<Message>>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn servers(&self) -> std::sync::MutexGuard<'_, HashMap<ServerKey, Arc<ServerEntry>>> {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The transaction layer. Cheap to clone.
+#[derive(Clone)]
+pub struct TransactionLayer {
+    shared: Arc<Shared>,
+}
+
+/// A new request for the application, with the means to answer it once.
+pub struct ServerTransaction {
+    request: Message,
+    source: Source,
+    key: ServerKey,
+    entry: Arc<ServerEntry>,
+    shared: Arc<Shared>,
+    to_tag: String,
+    answered: bool,
+}
+
+/// A random token for branches and tags.
+pub fn random_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+impl TransactionLayer {
+    /// A layer over `transport`; new requests arrive on the returned channel.
+    pub fn new(
+        transport: Arc<dyn Transmit>,
+        timers: Timers,
+        policy: UasPolicy,
+        udp_mtu_threshold: usize,
+    ) -> (TransactionLayer, mpsc::Receiver<ServerTransaction>) {
+        let (app, rx) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            transport,
+            timers,
+            policy,
+            udp_mtu_threshold,
+            clients: Mutex::new(HashMap::new()),
+            servers: Mutex::new(HashMap::new()),
+            app,
+        });
+        (TransactionLayer { shared }, rx)
+    }
+
+    pub fn timers(&self) -> Timers {
+        self.shared.timers
+    }
+
+    pub fn policy(&self) -> &UasPolicy {
+        &self.shared.policy
+    }
+
+    /// Transactions in progress: (client, server).
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.shared.clients().len(), self.shared.servers().len())
+    }
+
+    /// Consumes everything the transport receives.
+    pub fn spawn_inbound(&self, mut rx: mpsc::Receiver<Inbound>) -> tokio::task::JoinHandle<()> {
+        let layer = self.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                layer.on_inbound(ev).await;
+            }
+        })
+    }
+
+    /// Handles one received event.
+    pub async fn on_inbound(&self, ev: Inbound) {
+        match ev {
+            Inbound::Message { msg, source } if msg.is_request() => {
+                self.on_request(*msg, source).await
+            }
+            Inbound::Message { msg, source } => self.on_response(*msg, &source),
+            Inbound::Malformed {
+                bytes,
+                error,
+                source,
+            } => self.on_malformed(bytes, error, source).await,
+        }
+    }
+
+    fn on_response(&self, msg: Message, source: &Source) {
+        let key = match (msg.top_via().and_then(Via::branch), msg.cseq()) {
+            (Some(b), Some(c)) => (b.to_owned(), c.method.to_string()),
+            _ => {
+                tracing::debug!(peer = %source.peer, "response without branch or CSeq dropped");
+                return;
+            }
+        };
+        let tx = self.shared.clients().get(&key).cloned();
+        match tx {
+            Some(tx) => {
+                let _ = tx.send(msg);
+            }
+            None => tracing::debug!(peer = %source.peer, branch = %key.0, "stray response dropped"),
+        }
+    }
+
+    async fn on_request(&self, mut req: Message, source: Source) {
+        stamp_received(&mut req, &source);
+        let Some(key) = server_key(&req) else {
+            tracing::debug!(peer = %source.peer, "request without Via dropped");
+            return;
+        };
+        let method = req.method().cloned().unwrap_or(Method::Options);
+        let existing = self.shared.servers().get(&key).cloned();
+        if let Some(entry) = existing {
+            // A retransmission (§17.2.2), or the ACK of our INVITE answer.
+            if method == Method::Ack {
+                if entry.invite {
+                    entry.phase().confirmed = true;
+                    entry.ack.notify_one();
+                }
+                return;
+            }
+            let last = entry.phase().last.clone();
+            if let Some(bytes) = last {
+                let _ = self
+                    .shared
+                    .transport
+                    .send(bytes, entry.target.clone())
+                    .await;
+            }
+            return;
+        }
+        if method == Method::Ack {
+            // An ACK matching no transaction is absorbed (§17.2.3, §8.2).
+            return;
+        }
+        let target = match response_target(req.top_via().expect("key implies Via"), &source) {
+            ResponseTarget::Direct(t) => t,
+            ResponseTarget::Resolve { proto, .. } => {
+                // maddr naming a host: answer the source address instead.
+                let mut t = Target::new(proto, source.peer);
+                t.conn = source.conn;
+                t
+            }
+        };
+        let entry = Arc::new(ServerEntry {
+            target,
+            invite: method == Method::Invite,
+            phase: Mutex::new(ServerPhase::default()),
+            ack: tokio::sync::Notify::new(),
+        });
+        self.shared.servers().insert(key.clone(), entry.clone());
+        let to_tag = random_token();
+
+        if method == Method::Cancel {
+            // §9.2: CANCEL matching an INVITE transaction gets 200 (our
+            // INVITEs are answered at once, so it changes nothing); else 481.
+            let invite_key = match &key {
+                ServerKey::Rfc3261 {
+                    branch, sent_by, ..
+                } => ServerKey::Rfc3261 {
+                    branch: branch.clone(),
+                    sent_by: sent_by.clone(),
+                    method: "INVITE".into(),
+                },
+                ServerKey::Rfc2543 {
+                    ruri,
+                    from_tag,
+                    call_id,
+                    cseq,
+                    via,
+                    ..
+                } => ServerKey::Rfc2543 {
+                    ruri: ruri.clone(),
+                    from_tag: from_tag.clone(),
+                    call_id: call_id.clone(),
+                    cseq: *cseq,
+                    method: "INVITE".into(),
+                    via: via.clone(),
+                },
+            };
+            let found = self.shared.servers().contains_key(&invite_key);
+            let code = if found { 200 } else { 481 };
+            let resp = uas::reply(&req, code, default_reason(code), &to_tag);
+            let _ = respond(&self.shared, &key, &entry, resp).await;
+            return;
+        }
+        if let Some(resp) = uas::check_request(&req, &self.shared.policy, &to_tag) {
+            let _ = respond(&self.shared, &key, &entry, resp).await;
+            return;
+        }
+        let st = ServerTransaction {
+            request: req,
+            source,
+            key,
+            entry,
+            shared: self.shared.clone(),
+            to_tag,
+            answered: false,
+        };
+        if let Err(e) = self.shared.app.try_send(st) {
+            // Overloaded (or shutting down): refuse with 503 (RFC 3261 §21.5.4).
+            let st = match e {
+                mpsc::error::TrySendError::Full(st) | mpsc::error::TrySendError::Closed(st) => st,
+            };
+            let mut resp = st.reply(503, "Service Unavailable");
+            resp.push_header(HeaderName::RetryAfter, "5");
+            let _ = st.respond(resp).await;
+        }
+    }
+
+    /// A message that did not parse: a request gets 400 (505, 513) built
+    /// from salvaged headers; responses and noise are dropped (§8.2, RFC
+    /// 4475 §3.1.2).
+    async fn on_malformed(&self, bytes: Bytes, error: ParseError, source: Source) {
+        tracing::info!(peer = %source.peer, proto = %source.proto, %error, "malformed message");
+        if matches!(error, ParseError::ConflictingContentLength { .. }) {
+            // Cannot be framed: over UDP the datagram is discarded (RFC 4475
+            // §3.3.9); over a stream the connection closes.
+            return;
+        }
+        let Some(s) = salvage_request(&bytes) else {
+            return;
+        };
+        let code = error.status_code();
+        let mut resp = Message::response(code, &error.reason_phrase());
+        for v in &s.via {
+            resp.push_header(HeaderName::Via, v.clone());
+        }
+        if let Some(f) = &s.from {
+            resp.push_header(HeaderName::From, f.clone());
+        }
+        if let Some(t) = &s.to {
+            let needs_tag = !t.contains(";tag=")
+                && crate::sip::headers::decode_name_addr(&t.clone().into()).is_ok();
+            let to = if needs_tag {
+                format!("{t};tag={}", random_token())
+            } else {
+                t.clone()
+            };
+            resp.push_header(HeaderName::To, to);
+        }
+        if let Some(c) = &s.call_id {
+            resp.push_header(HeaderName::CallId, c.clone());
+        }
+        if let Some(c) = &s.cseq {
+            resp.push_header(HeaderName::CSeq, c.clone());
+        }
+        let text = error.to_string().replace(['"', '\\'], "'");
+        resp.push_header(
+            HeaderName::Warning,
+            format!("399 {} \"{text}\"", self.shared.policy.agent),
+        );
+        if code == 505 {
+            resp.push_header(HeaderName::Supported, "");
+        }
+        let target = decode_via(&s.via[0].clone().into())
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .and_then(|v| {
+                // Apply §18.2.1 to the salvaged Via, then route by it.
+                let mut req =
+                    Message::request(Method::Options, crate::sip::Uri::sip(None, "invalid"));
+                req.push_header(HeaderName::Via, v.to_string());
+                stamp_received(&mut req, &source);
+                match response_target(req.top_via()?, &source) {
+                    ResponseTarget::Direct(t) => Some(t),
+                    ResponseTarget::Resolve { .. } => None,
+                }
+            })
+            .unwrap_or_else(|| {
+                let mut t = Target::new(source.proto, source.peer);
+                t.conn = source.conn;
+                t
+            });
+        let _ = self.shared.transport.send(resp.to_bytes(), target).await;
+    }
+
+    /// Sends `req` as a new client transaction to `target` and waits for the
+    /// final response. A top Via with a fresh branch is added here; a UDP
+    /// request larger than the MTU threshold goes over TCP (§18.1.1).
+    pub async fn send_request(
+        &self,
+        mut req: Message,
+        target: Target,
+    ) -> Result<Message, ClientError> {
+        let method = req
+            .method()
+            .cloned()
+            .ok_or(ClientError::Invalid("not a request"))?;
+        if method == Method::Invite || method == Method::Ack {
+            return Err(ClientError::Invalid(
+                "INVITE client transactions are not supported",
+            ));
+        }
+        let cseq_method = req
+            .cseq()
+            .map(|c| c.method.to_string())
+            .ok_or(ClientError::Invalid("no CSeq"))?;
+        let branch = format!("{}{}", crate::sip::headers::MAGIC_COOKIE, random_token());
+        let mut target = target;
+        let mut via_proto = target.proto;
+        let stamp = |req: &mut Message, proto: Proto| -> Result<(), ClientError> {
+            let (host, port) = self
+                .shared
+                .transport
+                .sent_by(proto)
+                .ok_or(ClientError::Transport(TransportError::NoTransport(proto)))?;
+            let via = format!(
+                "SIP/2.0/{} {host}:{port};branch={branch};rport",
+                proto.via_token()
+            );
+            if req
+                .top_via()
+                .is_some_and(|v| v.branch() == Some(branch.as_str()))
+            {
+                req.remove_top_via();
+            }
+            req.prepend_header(HeaderName::Via, via);
+            Ok(())
+        };
+        stamp(&mut req, via_proto)?;
+        let mut bytes = req.to_bytes();
+        let mut fallback_udp = None;
+        if via_proto == Proto::Udp && bytes.len() > self.shared.udp_mtu_threshold {
+            // §18.1.1: too large for UDP; if TCP fails, retry over UDP.
+            via_proto = Proto::Tcp;
+            stamp(&mut req, via_proto)?;
+            fallback_udp = Some(target.clone());
+            target.proto = Proto::Tcp;
+            bytes = req.to_bytes();
+        }
+        let key: ClientKey = (branch.clone(), cseq_method);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.shared.clients().insert(key.clone(), tx);
+        let guard = ClientGuard {
+            shared: self.shared.clone(),
+            key: Some(key),
+        };
+
+        if let Err(e) = self
+            .shared
+            .transport
+            .send(bytes.clone(), target.clone())
+            .await
+        {
+            match fallback_udp {
+                Some(t) => {
+                    tracing::debug!(error = %e, "TCP for a large request failed; using UDP");
+                    stamp(&mut req, Proto::Udp)?;
+                    bytes = req.to_bytes();
+                    target = t;
+                    self.shared
+                        .transport
+                        .send(bytes.clone(), target.clone())
+                        .await?;
+                }
+                None => return Err(e.into()),
+            }
+        }
+        let mut sm = ClientNonInvite::new(target.proto.is_reliable(), self.shared.timers);
+        let mut e_at: Option<Instant> = None;
+        let mut f_at: Option<Instant> = None;
+        let mut pending = sm.start();
+        let mut final_response = None;
+        loop {
+            while !pending.is_empty() {
+                for action in std::mem::take(&mut pending) {
+                    match action {
+                        ClientAction::ArmE(d) => e_at = Some(Instant::now() + d),
+                        ClientAction::ArmF(d) => f_at = Some(Instant::now() + d),
+                        ClientAction::CancelEF => {
+                            e_at = None;
+                            f_at = None;
+                        }
+                        ClientAction::Retransmit => {
+                            if self
+                                .shared
+                                .transport
+                                .send(bytes.clone(), target.clone())
+                                .await
+                                .is_err()
+                            {
+                                pending.extend(sm.on_transport_error());
+                            }
+                        }
+                        ClientAction::ArmK(k) => {
+                            // Keep absorbing retransmitted responses for K,
+                            // but give the TU its response now.
+                            let mut guard = guard;
+                            if let Some(key) = guard.key.take() {
+                                let shared = self.shared.clone();
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(k).await;
+                                    shared.clients().remove(&key);
+                                });
+                            }
+                            return final_response.ok_or(ClientError::Invalid("no response"));
+                        }
+                        ClientAction::DeliverFinal
+                        | ClientAction::DeliverProvisional
+                        | ClientAction::Terminate => {}
+                        ClientAction::Timeout => {
+                            return Err(ClientError::Timeout(self.shared.timers.t1 * 64));
+                        }
+                        ClientAction::TransportFailed => {
+                            return Err(ClientError::Transport(TransportError::Send(
+                                target.addr,
+                                "retransmission failed".into(),
+                            )));
+                        }
+                    }
+                }
+            }
+            let sleep_e = async {
+                match e_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let sleep_f = async {
+                match f_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                resp = rx.recv() => match resp {
+                    Some(resp) => {
+                        let status = resp.status().unwrap_or(500);
+                        pending = sm.on_response(status);
+                        if pending.contains(&ClientAction::DeliverFinal) {
+                            final_response = Some(resp);
+                        }
+                    }
+                    None => return Err(ClientError::Invalid("transaction table dropped")),
+                },
+                _ = sleep_e => { e_at = None; pending = sm.on_timer_e(); }
+                _ = sleep_f => { f_at = None; pending = sm.on_timer_f(); }
+            }
+        }
+    }
+}
+
+/// Removes a client transaction from the table when its future is dropped.
+struct ClientGuard {
+    shared: Arc<Shared>,
+    key: Option<ClientKey>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        if let Some(k) = self.key.take() {
+            self.shared.clients().remove(&k);
+        }
+    }
+}
+
+/// Sends a response in a server transaction and schedules its end.
+async fn respond(
+    shared: &Arc<Shared>,
+    key: &ServerKey,
+    entry: &Arc<ServerEntry>,
+    resp: Message,
+) -> Result<(), TransportError> {
+    let code = resp.status().unwrap_or(500);
+    let bytes = resp.to_bytes();
+    let is_final = code >= 200;
+    {
+        let mut p = entry.phase();
+        if p.completed {
+            // Only one final response per transaction (§17.2.2).
+            return Ok(());
+        }
+        p.last = Some(bytes.clone());
+        p.completed = is_final;
+    }
+    let result = shared
+        .transport
+        .send(bytes.clone(), entry.target.clone())
+        .await;
+    if is_final {
+        let shared = shared.clone();
+        let key = key.clone();
+        let entry = entry.clone();
+        let reliable = entry.target.proto.is_reliable();
+        let t = shared.timers;
+        tokio::spawn(async move {
+            if entry.invite {
+                // §17.2.1: Timer G retransmits (unreliable) until ACK; Timer
+                // H gives up; Timer I absorbs ACK retransmissions.
+                let h = tokio::time::sleep(t.t1 * 64);
+                tokio::pin!(h);
+                let mut g = t.t1;
+                loop {
+                    if entry.phase().confirmed {
+                        break;
+                    }
+                    let next_g = async {
+                        if reliable {
+                            std::future::pending::<()>().await
+                        } else {
+                            tokio::time::sleep(g).await
+                        }
+                    };
+                    tokio::select! {
+                        _ = &mut h => break,
+                        _ = entry.ack.notified() => break,
+                        _ = next_g => {
+                            g = (g * 2).min(t.t2);
+                            let _ = shared.transport.send(bytes.clone(), entry.target.clone()).await;
+                        }
+                    }
+                }
+                if !reliable {
+                    tokio::time::sleep(t.t4).await;
+                }
+            } else if !reliable {
+                // Timer J (§17.2.2).
+                tokio::time::sleep(t.t1 * 64).await;
+            }
+            shared.servers().remove(&key);
+        });
+    }
+    result
+}
+
+impl ServerTransaction {
+    pub fn request(&self) -> &Message {
+        &self.request
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The To tag this transaction's responses carry (when the request had none).
+    pub fn to_tag(&self) -> &str {
+        &self.to_tag
+    }
+
+    /// A response to the request (§8.2.6), To tag included.
+    pub fn reply(&self, code: u16, reason: &str) -> Message {
+        uas::reply(&self.request, code, reason, &self.to_tag)
+    }
+
+    /// Sends a provisional (1xx) response; the transaction stays open.
+    pub async fn provisional(&self, resp: Message) -> Result<(), TransportError> {
+        debug_assert!(resp.status().is_some_and(|c| c < 200));
+        respond(&self.shared, &self.key, &self.entry, resp).await
+    }
+
+    /// Sends the final response; the transaction then absorbs
+    /// retransmissions until Timer J.
+    pub async fn respond(mut self, resp: Message) -> Result<(), TransportError> {
+        self.answered = true;
+        respond(&self.shared, &self.key, &self.entry, resp).await
+    }
+}
+
+impl Drop for ServerTransaction {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        // The application dropped the request without answering: answer 500
+        // so the client does not retransmit until Timer F.
+        let resp = uas::reply(&self.request, 500, "Server Internal Error", &self.to_tag);
+        let shared = self.shared.clone();
+        let key = self.key.clone();
+        let entry = self.entry.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                let _ = respond(&shared, &key, &entry, resp).await;
+            });
+        }
+    }
+}

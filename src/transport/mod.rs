@@ -1,0 +1,292 @@
+//! SIP transports (RFC 3261 §18): UDP, TCP and TLS listeners, stream framing
+//! through the message core's [`StreamParser`](crate::sip::StreamParser), a
+//! connection table, response routing (§18.2.2, RFC 3581) and next-hop
+//! resolution (static routes, then RFC 3263 DNS).
+//!
+//! The layer above talks to it through [`Transmit`] (outbound) and an
+//! [`Inbound`] channel (everything received, parsed or not).
+
+mod conn;
+pub mod resolve;
+pub mod routing;
+mod tls;
+mod udp;
+
+pub use conn::ConnId;
+pub use resolve::Resolver;
+pub use routing::{response_target, stamp_received};
+
+use crate::config::{ListenTransport, Listener};
+use crate::sip::{Limits, Message, ParseError};
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// A transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Proto {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Proto {
+    /// RFC 3261 §17.1.1.1: reliable transports need no retransmissions.
+    pub fn is_reliable(self) -> bool {
+        !matches!(self, Proto::Udp)
+    }
+
+    /// The Via transport token.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Proto::Udp => "UDP",
+            Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Proto::Tls => 5061,
+            _ => 5060,
+        }
+    }
+
+    pub fn from_via(t: &crate::sip::Transport) -> Option<Proto> {
+        match t {
+            crate::sip::Transport::Udp => Some(Proto::Udp),
+            crate::sip::Transport::Tcp => Some(Proto::Tcp),
+            crate::sip::Transport::Tls => Some(Proto::Tls),
+            _ => None,
+        }
+    }
+}
+
+impl From<ListenTransport> for Proto {
+    fn from(t: ListenTransport) -> Proto {
+        match t {
+            ListenTransport::Udp => Proto::Udp,
+            ListenTransport::Tcp => Proto::Tcp,
+            ListenTransport::Tls => Proto::Tls,
+        }
+    }
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.via_token())
+    }
+}
+
+/// Where to send a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    /// TLS server name (certificate check); the host of the URI.
+    pub server_name: Option<String>,
+    /// Send over this connection when it is still open (responses, §18.2.2).
+    pub conn: Option<ConnId>,
+}
+
+impl Target {
+    pub fn new(proto: Proto, addr: SocketAddr) -> Target {
+        Target {
+            proto,
+            addr,
+            server_name: None,
+            conn: None,
+        }
+    }
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub proto: Proto,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The connection it arrived on (stream transports).
+    pub conn: Option<ConnId>,
+}
+
+/// Something received.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A well-formed message.
+    Message { msg: Box<Message>, source: Source },
+    /// Bytes that did not parse; a request among them may deserve a 400.
+    Malformed {
+        bytes: Bytes,
+        error: ParseError,
+        source: Source,
+    },
+}
+
+/// Why a message could not be sent.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TransportError {
+    #[error("no {0} transport is configured")]
+    NoTransport(Proto),
+    #[error("connection to {0} failed: {1}")]
+    Connect(SocketAddr, String),
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(SocketAddr, String),
+    #[error("send to {0} failed: {1}")]
+    Send(SocketAddr, String),
+    #[error("connection limit of {0} reached")]
+    ConnectionLimit(usize),
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+}
+
+/// Transport settings (`[sip]`, `[sip.transport]`, `[sip.tls]`).
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub listeners: Vec<Listener>,
+    pub limits: Limits,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    /// Requests larger than this go over TCP instead of UDP (§18.1.1).
+    pub udp_mtu_threshold: usize,
+    pub tls: Option<tls::TlsSettings>,
+    /// Host put in Via sent-by (and Contact); empty: the listener address.
+    pub advertise: Option<String>,
+}
+
+pub use tls::TlsSettings;
+
+/// What the transaction layer needs from a transport.
+pub trait Transmit: Send + Sync + 'static {
+    /// Sends `bytes` to `target` (over `target.conn` if it is still open).
+    fn send(&self, bytes: Bytes, target: Target) -> SendFuture<'_>;
+    /// `host:port` to put in Via sent-by for this protocol, and whether a
+    /// listener for it exists.
+    fn sent_by(&self, proto: Proto) -> Option<(String, u16)>;
+}
+
+pub type SendFuture<'a> =
+    Pin<Box<dyn std::future::Future<Output = Result<(), TransportError>> + Send + 'a>>;
+
+/// The running transports.
+pub struct TransportLayer {
+    udp: Vec<udp::UdpEndpoint>,
+    conns: Arc<conn::ConnTable>,
+    config: TransportConfig,
+    local: Vec<(Proto, SocketAddr)>,
+}
+
+impl TransportLayer {
+    /// Binds every listener and starts receiving into `inbound`.
+    pub async fn bind(
+        config: TransportConfig,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> std::io::Result<Arc<TransportLayer>> {
+        let tls_server = match &config.tls {
+            Some(t) => Some(t.server_config()?),
+            None => None,
+        };
+        let tls_client = match &config.tls {
+            Some(t) => t.client_config()?,
+            None => tls::TlsSettings::default_client_config()?,
+        };
+        let conns = conn::ConnTable::new(
+            config.limits,
+            config.idle_timeout,
+            config.max_connections,
+            config.connect_timeout,
+            tls_client,
+            inbound.clone(),
+        );
+        let mut udp = Vec::new();
+        let mut local = Vec::new();
+        for l in &config.listeners {
+            match l.transport {
+                ListenTransport::Udp => {
+                    let ep = udp::UdpEndpoint::bind(l.addr, config.limits, inbound.clone()).await?;
+                    local.push((Proto::Udp, ep.local_addr()));
+                    udp.push(ep);
+                }
+                ListenTransport::Tcp => {
+                    let a = conns.listen(l.addr, None).await?;
+                    local.push((Proto::Tcp, a));
+                }
+                ListenTransport::Tls => {
+                    let acceptor = tls_server.clone().ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidInput,
+                            "tls listener without certificate",
+                        )
+                    })?;
+                    let a = conns.listen(l.addr, Some(acceptor)).await?;
+                    local.push((Proto::Tls, a));
+                }
+            }
+        }
+        Ok(Arc::new(TransportLayer {
+            udp,
+            conns,
+            config,
+            local,
+        }))
+    }
+
+    /// The bound addresses (ports resolved when 0 was configured).
+    pub fn local_addrs(&self) -> &[(Proto, SocketAddr)] {
+        &self.local
+    }
+
+    pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
+        self.local
+            .iter()
+            .find(|(p, _)| *p == proto)
+            .map(|(_, a)| *a)
+    }
+
+    /// Open stream connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    async fn send_inner(&self, bytes: Bytes, target: Target) -> Result<(), TransportError> {
+        match target.proto {
+            Proto::Udp => {
+                let ep = self
+                    .udp
+                    .iter()
+                    .find(|e| e.local_addr().is_ipv4() == target.addr.is_ipv4())
+                    .or_else(|| self.udp.first())
+                    .ok_or(TransportError::NoTransport(Proto::Udp))?;
+                ep.send(&bytes, target.addr).await
+            }
+            Proto::Tcp | Proto::Tls => self.conns.send(bytes, &target).await,
+        }
+    }
+}
+
+impl Transmit for TransportLayer {
+    fn send(&self, bytes: Bytes, target: Target) -> SendFuture<'_> {
+        Box::pin(self.send_inner(bytes, target))
+    }
+
+    fn sent_by(&self, proto: Proto) -> Option<(String, u16)> {
+        // Without a listener of this protocol (an outgoing TCP connection
+        // from a UDP-only gateway) the response returns on the connection;
+        // any listener's address still names the gateway.
+        let addr = self
+            .local_addr(proto)
+            .or_else(|| self.local.first().map(|(_, a)| *a))?;
+        let host = match &self.config.advertise {
+            Some(h) if !h.is_empty() => h.clone(),
+            _ => match addr {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            },
+        };
+        Some((host, addr.port()))
+    }
+}
