@@ -75,11 +75,14 @@ impl ClientError {
 /// Server transaction identity (§17.2.3).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ServerKey {
-    /// Magic-cookie branch: branch, sent-by and method (ACK → INVITE).
+    /// Magic-cookie branch: branch, sent-by and method (ACK → INVITE), plus
+    /// the previous hop's address: retransmissions come from the same hop,
+    /// and two hosts reusing a branch (RFC 4475's corpus does) stay apart.
     Rfc3261 {
         branch: String,
         sent_by: String,
         method: String,
+        hop: std::net::IpAddr,
     },
     /// RFC 2543 requests: Request-URI, From tag, Call-ID, CSeq, top Via.
     Rfc2543 {
@@ -100,7 +103,7 @@ fn match_method(m: &Method) -> String {
     }
 }
 
-fn server_key(req: &Message) -> Option<ServerKey> {
+fn server_key(req: &Message, source: &Source) -> Option<ServerKey> {
     let via = req.top_via()?;
     let method = match_method(req.method()?);
     if let Some(branch) = via.rfc3261_branch() {
@@ -109,6 +112,7 @@ fn server_key(req: &Message) -> Option<ServerKey> {
             branch: branch.to_owned(),
             sent_by: format!("{}:{port}", via.host.canonical()),
             method,
+            hop: source.peer.ip(),
         });
     }
     Some(ServerKey::Rfc2543 {
@@ -268,7 +272,7 @@ impl TransactionLayer {
 
     async fn on_request(&self, mut req: Message, source: Source) {
         stamp_received(&mut req, &source);
-        let Some(key) = server_key(&req) else {
+        let Some(key) = server_key(&req, &source) else {
             tracing::debug!(peer = %source.peer, "request without Via dropped");
             return;
         };
@@ -320,11 +324,15 @@ impl TransactionLayer {
             // INVITEs are answered at once, so it changes nothing); else 481.
             let invite_key = match &key {
                 ServerKey::Rfc3261 {
-                    branch, sent_by, ..
+                    branch,
+                    sent_by,
+                    hop,
+                    ..
                 } => ServerKey::Rfc3261 {
                     branch: branch.clone(),
                     sent_by: sent_by.clone(),
                     method: "INVITE".into(),
+                    hop: *hop,
                 },
                 ServerKey::Rfc2543 {
                     ruri,

@@ -106,9 +106,15 @@ pub fn check_request(req: &Message, policy: &UasPolicy, to_tag: &str) -> Option<
     if core.max_forwards == Some(0) && *method != Method::Options {
         return Some(reply(req, 483, "Too Many Hops", to_tag));
     }
-    // §8.2.1 method inspection.
+    // §8.2.1 method inspection: a method this element does not recognise
+    // is 501 (§21.5.2, RFC 4475 §3.1.1.2); a known one it does not serve is
+    // 405. Both carry Allow.
     if *method != Method::Options && !policy.allow.contains(method) {
-        let mut r = reply(req, 405, "Method Not Allowed", to_tag);
+        let (code, reason) = match method {
+            Method::Extension(_) => (501, "Not Implemented"),
+            _ => (405, "Method Not Allowed"),
+        };
+        let mut r = reply(req, code, reason, to_tag);
         r.push_header(HeaderName::Allow, policy.allow_value());
         return Some(r);
     }

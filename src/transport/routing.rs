@@ -52,7 +52,10 @@ pub enum ResponseTarget {
 /// The response target for a request whose (already stamped) top Via is
 /// `via`, received from `source`.
 pub fn response_target(via: &Via, source: &Source) -> ResponseTarget {
-    let proto = Proto::from_via(&via.transport).unwrap_or(source.proto);
+    // The response uses the transport the request arrived on: a Via naming
+    // TCP on a request that came over UDP has no connection to answer on,
+    // and the peer is listening where it sent from.
+    let proto = source.proto;
     let sent_by_port = via.port.unwrap_or_else(|| proto.default_port());
     if proto.is_reliable() {
         // Reliable: over the connection the request came in on; if that is

@@ -1,0 +1,251 @@
+//! Test support: an in-process SIP stack on ephemeral loopback ports with a
+//! counting application handler, and a small test UA over UDP/TCP/TLS.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use sip_cpim_gateway::config::{ListenTransport, Listener};
+use sip_cpim_gateway::sip::{Limits, Message, Method, StreamParser, parse_datagram};
+use sip_cpim_gateway::transaction::{Timers, TransactionLayer, UasPolicy};
+use sip_cpim_gateway::transport::{Proto, TlsSettings, TransportConfig, TransportLayer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+pub struct Opts {
+    pub tls: bool,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    /// How long the handler waits before answering 200.
+    pub handler_delay: Duration,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            tls: false,
+            max_connections: 64,
+            idle_timeout: Duration::from_secs(30),
+            handler_delay: Duration::ZERO,
+        }
+    }
+}
+
+pub struct TestServer {
+    pub transport: Arc<TransportLayer>,
+    pub layer: TransactionLayer,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub tls: Option<SocketAddr>,
+    /// Requests the application handler saw.
+    pub calls: Arc<AtomicUsize>,
+    pub cert_pem: Option<String>,
+    _dir: Option<TempDir>,
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "sipgw-{tag}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn policy() -> UasPolicy {
+    UasPolicy {
+        allow: vec![Method::Subscribe, Method::Notify, Method::Publish],
+        allow_events: vec!["presence".into()],
+        accept: vec!["application/pidf+xml".into()],
+        supported: vec![],
+        agent: "gw.test".into(),
+    }
+}
+
+pub async fn start(opts: Opts) -> TestServer {
+    let l = |t, a: &str| Listener {
+        transport: t,
+        addr: a.parse().unwrap(),
+    };
+    let mut listeners = vec![
+        l(ListenTransport::Udp, "127.0.0.1:0"),
+        l(ListenTransport::Tcp, "127.0.0.1:0"),
+    ];
+    let (mut tls, mut dir, mut cert_pem) = (None, None, None);
+    if opts.tls {
+        let d = TempDir::new("tls");
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
+        let (cert, key) = (d.0.join("cert.pem"), d.0.join("key.pem"));
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        cert_pem = Some(ck.cert.pem());
+        tls = Some(TlsSettings {
+            cert,
+            key,
+            ca: None,
+        });
+        dir = Some(d);
+        listeners.push(l(ListenTransport::Tls, "127.0.0.1:0"));
+    }
+    let config = TransportConfig {
+        listeners,
+        limits: Limits::default(),
+        idle_timeout: opts.idle_timeout,
+        max_connections: opts.max_connections,
+        connect_timeout: Duration::from_secs(2),
+        udp_mtu_threshold: 1300,
+        tls,
+        advertise: None,
+    };
+    let (in_tx, in_rx) = mpsc::channel(1024);
+    let transport = TransportLayer::bind(config, in_tx).await.unwrap();
+    let (layer, mut app) =
+        TransactionLayer::new(transport.clone(), Timers::default(), policy(), 1300);
+    layer.spawn_inbound(in_rx);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let delay = opts.handler_delay;
+    tokio::spawn(async move {
+        while let Some(st) = app.recv().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let resp = st.reply(200, "OK");
+                let _ = st.respond(resp).await;
+            });
+        }
+    });
+    TestServer {
+        udp: transport.local_addr(Proto::Udp).unwrap(),
+        tcp: transport.local_addr(Proto::Tcp).unwrap(),
+        tls: transport.local_addr(Proto::Tls),
+        transport,
+        layer,
+        calls,
+        cert_pem,
+        _dir: dir,
+    }
+}
+
+/// A request as a UA would send it; `sent_by` is the UA's own address.
+pub fn request(
+    method: &str,
+    proto: &str,
+    sent_by: SocketAddr,
+    branch: &str,
+    extra: &str,
+) -> String {
+    format!(
+        "{method} sip:presentity@example.com SIP/2.0\r\n\
+         Via: SIP/2.0/{proto} {sent_by};branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:watcher@example.com>;tag=w1\r\n\
+         To: <sip:presentity@example.com>\r\n\
+         Call-ID: {branch}@test\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:watcher@{sent_by}>\r\n\
+         {extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+pub async fn udp_ua() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// The next datagram as a message, or `None` after `wait`.
+pub async fn recv_udp(sock: &UdpSocket, wait: Duration) -> Option<(Message, Bytes)> {
+    let mut buf = vec![0u8; 65536];
+    match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => {
+            let b = Bytes::copy_from_slice(&buf[..n]);
+            Some((
+                parse_datagram(b.clone(), &Limits::default()).expect("server sent a valid message"),
+                b,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The next datagram as text, or `None` after `wait` (for answers that
+/// echo malformed headers back, RFC 3261 §8.2.6.2).
+pub async fn recv_udp_raw(sock: &UdpSocket, wait: Duration) -> Option<String> {
+    let mut buf = vec![0u8; 65536];
+    match tokio::time::timeout(wait, sock.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        _ => None,
+    }
+}
+
+/// The next message on a stream, or `None` on close/timeout.
+pub async fn recv_stream<S: AsyncRead + Unpin>(
+    s: &mut S,
+    parser: &mut StreamParser,
+    wait: Duration,
+) -> Option<Message> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = vec![0u8; 8192];
+    loop {
+        if let Some(m) = parser.next_message().expect("valid stream") {
+            return Some(m);
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+            Ok(Ok(n)) => parser.push(&buf[..n]),
+        }
+    }
+}
+
+pub async fn send_stream<S: AsyncWrite + Unpin>(s: &mut S, data: &str) {
+    s.write_all(data.as_bytes()).await.unwrap();
+}
+
+pub async fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect(addr).await.unwrap()
+}
+
+/// A TLS client that trusts `cert_pem`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    cert_pem: &str,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    conn.connect(
+        rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+        tcp,
+    )
+    .await
+    .unwrap()
+}

@@ -1,0 +1,182 @@
+//! Transaction timers asserted exactly with tokio's paused clock and a
+//! recording transport (RFC 3261 §17.1.2.2, §17.2.2, §8.1.3.1).
+
+use bytes::Bytes;
+use sip_cpim_gateway::sip::{HeaderName, Limits, Message, Method, Uri, parse_datagram};
+use sip_cpim_gateway::transaction::{ClientError, Timers, TransactionLayer, UasPolicy};
+use sip_cpim_gateway::transport::{
+    Inbound, Proto, SendFuture, Source, Target, Transmit, TransportError,
+};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Default)]
+struct Recorder {
+    sends: Mutex<Vec<(Instant, Bytes)>>,
+    fail: bool,
+}
+
+impl Transmit for Recorder {
+    fn send(&self, bytes: Bytes, target: Target) -> SendFuture<'_> {
+        self.sends.lock().unwrap().push((Instant::now(), bytes));
+        let fail = self.fail;
+        Box::pin(async move {
+            if fail {
+                Err(TransportError::Connect(target.addr, "refused".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn sent_by(&self, _: Proto) -> Option<(String, u16)> {
+        Some(("192.0.2.10".into(), 5060))
+    }
+}
+
+fn notify() -> Message {
+    let mut m = Message::request(
+        Method::Notify,
+        Uri::parse_str("sip:watcher@192.0.2.20").unwrap(),
+    );
+    m.push_header(HeaderName::MaxForwards, "70");
+    m.push_header(HeaderName::From, "<sip:p@example.com>;tag=a");
+    m.push_header(HeaderName::To, "<sip:w@example.com>;tag=b");
+    m.push_header(HeaderName::CallId, "timers@gw");
+    m.push_header(HeaderName::CSeq, "2 NOTIFY");
+    m
+}
+
+fn target(proto: Proto) -> Target {
+    Target::new(proto, "192.0.2.20:5060".parse().unwrap())
+}
+
+fn offsets_ms(rec: &Recorder, start: Instant) -> Vec<u128> {
+    rec.sends
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(t, _)| (*t - start).as_millis())
+        .collect()
+}
+
+fn layer(rec: Arc<Recorder>) -> TransactionLayer {
+    TransactionLayer::new(rec, Timers::default(), UasPolicy::default(), 1300).0
+}
+
+fn source() -> Source {
+    Source {
+        proto: Proto::Udp,
+        peer: "192.0.2.20:5060".parse().unwrap(),
+        local: "192.0.2.10:5060".parse().unwrap(),
+        conn: None,
+    }
+}
+
+/// A response to the request the recorder saw first.
+fn answer(rec: &Recorder, code: u16) -> Inbound {
+    let first = rec.sends.lock().unwrap()[0].1.clone();
+    let req = parse_datagram(first, &Limits::default()).unwrap();
+    Inbound::Message {
+        msg: Box::new(Message::response_to(&req, code, "")),
+        source: source(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timer_e_doubles_to_t2_and_timer_f_gives_408() {
+    let rec = Arc::new(Recorder::default());
+    let start = Instant::now();
+    let err = layer(rec.clone())
+        .send_request(notify(), target(Proto::Udp))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Timeout(_)));
+    assert_eq!(err.status_code(), 408);
+    assert_eq!(start.elapsed(), Duration::from_secs(32), "Timer F = 64*T1");
+    // Intervals 500 ms, 1 s, 2 s, 4 s, 4 s, ... (T1 doubling, capped at T2).
+    assert_eq!(
+        offsets_ms(&rec, start),
+        [
+            0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn reliable_transport_sends_once_and_still_times_out() {
+    let rec = Arc::new(Recorder::default());
+    let start = Instant::now();
+    let err = layer(rec.clone())
+        .send_request(notify(), target(Proto::Tcp))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status_code(), 408);
+    assert_eq!(offsets_ms(&rec, start), [0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn provisional_response_moves_retransmissions_to_t2() {
+    let rec = Arc::new(Recorder::default());
+    let l = layer(rec.clone());
+    let start = Instant::now();
+    let task = tokio::spawn({
+        let l = l.clone();
+        async move { l.send_request(notify(), target(Proto::Udp)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await; // after the first retransmission
+    l.on_inbound(answer(&rec, 100)).await;
+    tokio::time::sleep(Duration::from_millis(9000)).await;
+    l.on_inbound(answer(&rec, 200)).await;
+    let resp = task.await.unwrap().unwrap();
+    assert_eq!(resp.status(), Some(200));
+    // E at 500 ms (Trying), 1.5 s was armed before the 100; then T2 steps.
+    assert_eq!(offsets_ms(&rec, start), [0, 500, 1500, 5500, 9500]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transport_error_gives_503() {
+    let rec = Arc::new(Recorder {
+        fail: true,
+        ..Recorder::default()
+    });
+    let err = layer(rec)
+        .send_request(notify(), target(Proto::Tcp))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Transport(_)));
+    assert_eq!(err.status_code(), 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_timer_j_keeps_the_response_for_64_t1() {
+    let rec = Arc::new(Recorder::default());
+    let policy = UasPolicy {
+        allow: vec![Method::Publish],
+        ..UasPolicy::default()
+    };
+    let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let raw = "PUBLISH sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKj1\r\nMax-Forwards: 70\r\nFrom: <sip:p@example.com>;tag=a\r\nTo: <sip:p@example.com>\r\nCall-ID: j@x\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n";
+    let req = || Inbound::Message {
+        msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
+        source: source(),
+    };
+    l.on_inbound(req()).await;
+    let st = app.recv().await.unwrap();
+    let resp = st.reply(200, "OK");
+    st.respond(resp).await.unwrap();
+    // 31 s later a retransmission is still answered from the transaction...
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    l.on_inbound(req()).await;
+    assert_eq!(rec.sends.lock().unwrap().len(), 2);
+    assert!(
+        app.try_recv().is_err(),
+        "not passed to the application again"
+    );
+    // ...after Timer J (32 s) the transaction is gone: a new request.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(l.in_flight().1, 0);
+    l.on_inbound(req()).await;
+    assert!(app.recv().await.is_some(), "a new server transaction");
+}
