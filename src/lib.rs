@@ -1,9 +1,14 @@
 //! sip-cpim-gateway: a SIP ↔ CPIM presence interworking gateway with an
 //! internal presence agent. See `docs/architecture.md` for the module map.
 
+pub mod body;
 pub mod config;
+pub mod dialog;
 pub mod lint;
+pub mod presence;
+pub mod router;
 pub mod server;
 pub mod sip;
+pub mod store;
 pub mod transaction;
 pub mod transport;

@@ -2,9 +2,12 @@
 //! and the lifetime of the running gateway.
 
 use crate::config::{Config, Listener};
+use crate::presence::{PresenceAgent, PresenceSettings};
+use crate::router::Router;
 use crate::sip::Method;
-use crate::transaction::{ServerTransaction, Timers, TransactionLayer, UasPolicy};
-use crate::transport::{Proto, Resolver, TlsSettings, TransportConfig, TransportLayer};
+use crate::store::{SledStore, Store, StoreError};
+use crate::transaction::{Timers, TransactionLayer, UasPolicy};
+use crate::transport::{Proto, Resolver, TlsSettings, Transmit, TransportConfig, TransportLayer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,8 @@ pub enum StartError {
     Config(String),
     #[error("cannot bind SIP listeners: {0}")]
     Bind(#[from] std::io::Error),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A running gateway.
@@ -24,14 +29,20 @@ pub struct Server {
     pub transport: Arc<TransportLayer>,
     pub transactions: TransactionLayer,
     pub resolver: Arc<Resolver>,
+    pub store: Arc<SledStore>,
+    pub presence: PresenceAgent,
 }
 
 /// The UAS policy for what this build serves.
 fn policy(cfg: &Config) -> UasPolicy {
     UasPolicy {
-        // OPTIONS is answered by the core; the presence agent and the
-        // gateway add their methods as they are built.
-        allow: vec![Method::Options],
+        // OPTIONS is answered by the core.
+        allow: vec![
+            Method::Register,
+            Method::Subscribe,
+            Method::Notify,
+            Method::Publish,
+        ],
         allow_events: vec!["presence".into(), "presence.winfo".into()],
         accept: vec![
             "application/pidf+xml".into(),
@@ -85,27 +96,44 @@ impl Server {
             policy(cfg),
             cfg.sip.transport.udp_mtu_threshold,
         );
-        transactions.spawn_inbound(in_rx);
-        tokio::spawn(serve_application(app_rx));
         let resolver = Arc::new(Resolver::new(&cfg.sip.routes).map_err(StartError::Config)?);
+        let store = Arc::new(SledStore::open(std::path::Path::new(&cfg.store.path))?);
+        let (host, port) = transport
+            .sent_by(Proto::Udp)
+            .or_else(|| transport.sent_by(Proto::Tcp))
+            .ok_or_else(|| StartError::Config("no SIP listener".into()))?;
+        let transport_param = if transport.local_addr(Proto::Udp).is_some() {
+            ""
+        } else {
+            ";transport=tcp"
+        };
+        let settings = PresenceSettings {
+            local_domains: cfg.sip.local_domains.clone(),
+            default_expires: cfg.presence.default_expires,
+            min_expires: cfg.presence.min_expires,
+            max_expires: cfg.presence.max_expires,
+            subscribe_success_code: cfg.presence.subscribe_success_code,
+            contact: format!("<sip:{host}:{port}{transport_param}>"),
+        };
+        let dyn_store: Arc<dyn Store> = store.clone();
+        let presence =
+            PresenceAgent::start(settings, dyn_store, transactions.clone(), resolver.clone())?;
+        let router = Router {
+            presence: presence.clone(),
+        };
+        tokio::spawn(router.serve(app_rx));
+        // Receive only once everything above is ready.
+        transactions.spawn_inbound(in_rx);
         Ok(Server {
             transport,
             transactions,
             resolver,
+            store,
+            presence,
         })
     }
 
     pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
         self.transport.local_addr(proto)
-    }
-}
-
-/// Requests that passed the core checks. Nothing but OPTIONS is served yet
-/// and OPTIONS never reaches here, so anything arriving is a policy/handler
-/// mismatch: answer 501 rather than leave the client retransmitting.
-async fn serve_application(mut rx: mpsc::Receiver<ServerTransaction>) {
-    while let Some(st) = rx.recv().await {
-        let resp = st.reply(501, "Not Implemented");
-        let _ = st.respond(resp).await;
     }
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by run.sh and bench-options.sh: build, free ports, and the gateway's
 # lifetime. Sourced, not run. Everything listens on 127.0.0.1 only.
 #
@@ -14,12 +15,15 @@ GW_RC=""
 
 log() { printf '%s\n' "$*"; }
 
+# indent [FILE]: quotes lines as "  | line", always newline-terminated.
+indent() { awk '{ print "  | " $0 }' "$@"; }
+
 # Builds the release binary when it is missing; warns when it looks stale.
 ensure_binary() {
     if [[ ! -x "$BIN" ]]; then
         log "== building $BIN (cargo build --release --locked)"
         (cd "$ROOT" && cargo build --release --locked)
-    elif [[ -n "$(cd "$ROOT" && find src Cargo.toml Cargo.lock -newer "$BIN" -print -quit 2>/dev/null)" ]]; then
+    elif [[ -z "${GATEWAY_BIN:-}" && -n "$(cd "$ROOT" && find src Cargo.toml Cargo.lock -newer "$BIN" -print -quit 2>/dev/null)" ]]; then
         log "warning: $BIN is older than the sources; run 'cargo build --release' to test the current code"
     fi
 }
@@ -69,6 +73,7 @@ listen = "127.0.0.1:$http"
 [store]
 path = "$WORK/store"
 EOF
+        : >"$GW_LOG"
         NO_COLOR=1 RUST_LOG=${RUST_LOG:-warn} "$BIN" run --config "$cfg" >"$GW_LOG" 2>&1 &
         GW_PID=$!
         for ((i = 0; i < 200; i++)); do
@@ -84,14 +89,14 @@ EOF
         done
         if kill -0 "$GW_PID" 2>/dev/null; then
             log "error: gateway did not print 'SIP listening' within 20 s; its output:"
-            sed 's/^/  | /' "$GW_LOG"
+            indent "$GW_LOG"
             stop_gateway || true
             return 1
         fi
         wait "$GW_PID" || true
         GW_PID=""
         log "gateway exited at start (attempt $attempt); its output:"
-        sed 's/^/  | /' "$GW_LOG"
+        indent "$GW_LOG"
     done
     return 1
 }

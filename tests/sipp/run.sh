@@ -11,7 +11,7 @@
 # Ends with the line "N passed, M failed"; exits non-zero if M > 0.
 set -euo pipefail
 
-# shellcheck source=tests/sipp/lib.sh
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 CALLS=20
@@ -109,13 +109,13 @@ for f in "${scenarios[@]}"; do
         else
             echo "FAIL $name $transport (sipp exit $rc)"
             failed=$((failed + 1))
-            grep -E 'Successful call|Failed call' "$out.screen.log" | sed 's/^/  | /' || true
+            grep -E 'Successful call|Failed call' "$out.screen.log" | indent || true
             if [[ -s "$out.errors.log" ]]; then
                 echo "  sipp errors (first 40 lines of $out.errors.log):"
-                head -n 40 "$out.errors.log" | sed 's/^/  | /'
+                head -n 40 "$out.errors.log" | indent
             else
                 echo "  sipp output (last 20 lines):"
-                tail -n 20 "$out.screen.log" | sed 's/^/  | /'
+                tail -n 20 "$out.screen.log" | indent
             fi
         fi
     done
@@ -127,7 +127,7 @@ if stop_gateway; then
     passed=$((passed + 1))
 else
     echo "FAIL gateway exit status $GW_RC after SIGTERM (want 0); its output (last 20 lines):"
-    tail -n 20 "$GW_LOG" | sed 's/^/  | /'
+    tail -n 20 "$GW_LOG" | indent
     failed=$((failed + 1))
 fi
 

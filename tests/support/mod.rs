@@ -249,3 +249,113 @@ pub async fn tls_connect(
     .await
     .unwrap()
 }
+
+/// A UDP user agent for presence tests: sends requests, answers NOTIFYs.
+pub struct Ua {
+    pub sock: UdpSocket,
+    pub addr: SocketAddr,
+    pub server: SocketAddr,
+    pub n: std::sync::atomic::AtomicU32,
+}
+
+impl Ua {
+    pub async fn new(server: SocketAddr) -> Ua {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        Ua {
+            sock,
+            addr,
+            server,
+            n: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// A fresh branch.
+    pub fn branch(&self) -> String {
+        format!(
+            "z9hG4bK{}x{}",
+            self.addr.port(),
+            self.n.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    /// Sends `text` with `{via}` replaced by this UA's Via value.
+    pub async fn send(&self, text: &str) {
+        let via = format!("SIP/2.0/UDP {};branch={}", self.addr, self.branch());
+        let text = text
+            .replace("{via}", &via)
+            .replace("{me}", &self.addr.to_string());
+        let text = fix_length(&text);
+        self.sock
+            .send_to(text.as_bytes(), self.server)
+            .await
+            .unwrap();
+    }
+
+    /// The next message (request or response) within `wait`.
+    pub async fn recv(&self, wait: Duration) -> Option<Message> {
+        recv_udp(&self.sock, wait).await.map(|(m, _)| m)
+    }
+
+    /// Sends a request and returns its final response; NOTIFYs arriving
+    /// meanwhile are answered 200 and kept in `notifies`.
+    pub async fn request(&self, text: &str, notifies: &mut Vec<Message>) -> Message {
+        self.send(text).await;
+        loop {
+            let m = self.recv(Duration::from_secs(5)).await.expect("a response");
+            if m.is_request() {
+                self.answer(&m, 200).await;
+                notifies.push(m);
+            } else if m.status().unwrap_or(0) >= 200 {
+                return m;
+            }
+        }
+    }
+
+    /// The next NOTIFY within `wait`, answered with `code`.
+    pub async fn notify(&self, wait: Duration, code: u16) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.recv(left).await?;
+            if m.method() == Some(&Method::Notify) {
+                self.answer(&m, code).await;
+                return Some(m);
+            }
+        }
+    }
+
+    pub async fn answer(&self, req: &Message, code: u16) {
+        let resp = Message::response_to(req, code, "");
+        self.sock
+            .send_to(&resp.to_bytes(), self.server)
+            .await
+            .unwrap();
+    }
+}
+
+/// Sets Content-Length to the body's length.
+pub fn fix_length(text: &str) -> String {
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) => {
+            let head: Vec<&str> = head
+                .split("\r\n")
+                .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
+                .collect();
+            format!(
+                "{}\r\nContent-Length: {}\r\n\r\n{}",
+                head.join("\r\n"),
+                body.len(),
+                body
+            )
+        }
+        None => text.to_owned(),
+    }
+}
+
+/// A PIDF document with one tuple.
+pub fn pidf(entity: &str, id: &str, basic: &str, note: &str, ts: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{entity}\">\r\n<tuple id=\"{id}\"><status><basic>{basic}</basic></status><note>{note}</note><timestamp>{ts}</timestamp></tuple>\r\n</presence>\r\n"
+    )
+}

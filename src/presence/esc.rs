@@ -1,0 +1,229 @@
+//! The event state compositor for PUBLISH (RFC 3903 §6), with the seed
+//! draft's ordering rule (draft-olson-simple-publish-02 §10 step 8: an older
+//! tuple `<timestamp>` is answered 494 Out Of Sync).
+
+use super::records::PublicationRecord;
+use super::{Agent, Effects, TimerKey, aor_key, encode, now_ms};
+use crate::body::{BodyError, PresenceDoc, presence_of};
+use crate::sip::{HeaderName, Scheme};
+use crate::store::Tree;
+use crate::transaction::{ServerTransaction, random_token};
+use bytes::Bytes;
+use std::cmp::Reverse;
+
+/// Body types a PUBLISH may carry (RFC 3903 §4: the package's formats).
+pub(crate) const ACCEPT: &str =
+    "application/pidf+xml, application/cpim-pidf+xml, application/xpidf+xml, message/cpim";
+
+/// Parses a stored or received presence body of any supported type.
+pub(crate) fn parse_body(content_type: &str, body: &[u8]) -> Result<PresenceDoc, BodyError> {
+    presence_of(content_type, &Bytes::copy_from_slice(body)).map(|(_, d)| d)
+}
+
+fn is_supported(ct: &str) -> bool {
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    ACCEPT.split(", ").any(|a| a.eq_ignore_ascii_case(essence))
+}
+
+impl Agent {
+    pub(crate) fn on_publish(&mut self, st: ServerTransaction) -> Effects {
+        let req = st.request();
+        let reply = |st: ServerTransaction, code: u16, reason: &str| {
+            let r = st.reply(code, reason);
+            Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            }
+        };
+        // Step 1: a resource we are responsible for.
+        let Some(ruri) = req.request_uri().cloned() else {
+            return reply(st, 400, "Bad Request");
+        };
+        let host = ruri
+            .host
+            .as_ref()
+            .map(|h| h.canonical())
+            .unwrap_or_default();
+        if !matches!(ruri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Pres)
+            || !self.is_local(&host)
+        {
+            return reply(st, 404, "Not Found");
+        }
+        // Step 6 (RFC 3903 §6 order): Event.
+        match req.event() {
+            Ok(Some(e)) if e.is("presence") => {}
+            Ok(_) => {
+                let mut r = st.reply(489, "Bad Event");
+                r.push_header(HeaderName::AllowEvents, super::notifier::PACKAGES);
+                return Effects {
+                    reply: Some((st, r)),
+                    ..Effects::default()
+                };
+            }
+            Err(e) => return reply(st, 400, &e.reason_phrase()),
+        }
+        let aor = aor_key(&ruri);
+        // SIP-If-Match: at most one entity-tag (§11.3).
+        let if_match = match req.sip_if_match() {
+            Ok(v) if v.len() > 1 => return reply(st, 400, "Multiple SIP-If-Match Values"),
+            Ok(v) => v.into_iter().next().map(|t| t.to_string()),
+            Err(e) => return reply(st, 400, &e.reason_phrase()),
+        };
+        let has_body = !req.body().is_empty();
+        if !has_body && if_match.is_none() {
+            return reply(st, 400, "Missing Body And SIP-If-Match");
+        }
+        // Expires (§6 step 5, seed step 7).
+        let requested = match req.expires() {
+            Ok(e) => e.unwrap_or(self.settings.default_expires),
+            Err(e) => return reply(st, 400, &e.reason_phrase()),
+        };
+        if requested != 0 && requested < self.settings.min_expires {
+            let mut r = st.reply(423, "Interval Too Brief");
+            r.push_header(
+                HeaderName::MinExpires,
+                self.settings.min_expires.to_string(),
+            );
+            return Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            };
+        }
+        let granted = requested.min(self.settings.max_expires);
+        // The body.
+        let new_doc = if has_body {
+            let ct = match req.content_type() {
+                Ok(Some(ct)) => ct.to_string(),
+                Ok(None) => String::new(),
+                Err(e) => return reply(st, 400, &e.reason_phrase()),
+            };
+            if !is_supported(&ct) {
+                let mut r = st.reply(415, "Unsupported Media Type");
+                r.push_header(HeaderName::Accept, ACCEPT);
+                return Effects {
+                    reply: Some((st, r)),
+                    ..Effects::default()
+                };
+            }
+            match parse_body(&ct, req.body()) {
+                Ok(doc) => Some((ct, doc)),
+                Err(e) => return reply(st, 400, &format!("Bad Presence Document: {e}")),
+            }
+        } else {
+            None
+        };
+        let held: Vec<PublicationRecord> = self
+            .presentities
+            .get(&aor)
+            .map(|p| p.publications.iter().map(|(r, _)| r.clone()).collect())
+            .unwrap_or_default();
+        // The publication being refreshed, modified or removed (§6 step 3).
+        let existing = match &if_match {
+            Some(tag) => match held.iter().find(|r| &r.etag == tag) {
+                Some(r) => Some(r.clone()),
+                None => return reply(st, 412, "Conditional Request Failed"),
+            },
+            None => None,
+        };
+        // Seed step 8: an older timestamp for a tuple we hold is 494.
+        if let Some((_, doc)) = &new_doc {
+            let p = self.presentities.get(&aor);
+            for t in &doc.tuples {
+                let Some(new_ts) = t.timestamp_millis() else {
+                    continue;
+                };
+                let older = p.is_some_and(|p| {
+                    p.publications.iter().any(|(_, d)| {
+                        d.tuples.iter().any(|h| {
+                            h.id == t.id && h.timestamp_millis().is_some_and(|held| held > new_ts)
+                        })
+                    })
+                });
+                if older {
+                    return reply(st, 494, "Out Of Sync");
+                }
+            }
+        }
+        let now = now_ms();
+        let mut fx = Effects {
+            aor: Some(aor.clone()),
+            ..Effects::default()
+        };
+        if let Some(old) = &existing {
+            fx.batch.delete(Tree::Publications, old.key().into_bytes());
+        }
+        let p = self.presentities.entry(aor.clone()).or_default();
+        if let Some(old) = &existing {
+            p.publications.retain(|(r, _)| r.etag != old.etag);
+        }
+        let mut resp;
+        if granted == 0 {
+            // Removal (§6 step 5): the state goes now.
+            resp = st.reply(200, "OK");
+            resp.push_header(HeaderName::Expires, "0");
+        } else {
+            let (content_type, body, doc, modified_at) = match (new_doc, &existing) {
+                (Some((ct, doc)), _) => (
+                    ct,
+                    String::from_utf8_lossy(req.body()).into_owned(),
+                    doc,
+                    now,
+                ),
+                (None, Some(old)) => {
+                    let doc = parse_body(&old.content_type, old.body.as_bytes())
+                        .unwrap_or_else(|_| PresenceDoc::neutral(&aor));
+                    (
+                        old.content_type.clone(),
+                        old.body.clone(),
+                        doc,
+                        old.modified_at,
+                    )
+                }
+                (None, None) => unreachable!("rejected above"),
+            };
+            let rec = PublicationRecord {
+                aor: aor.clone(),
+                etag: random_token(),
+                expires_at: now + i64::from(granted) * 1000,
+                content_type,
+                body,
+                modified_at,
+                publisher: req.from().map(|f| aor_key(&f.uri)).unwrap_or_default(),
+            };
+            fx.batch
+                .put(Tree::Publications, rec.key().into_bytes(), encode(&rec));
+            self.timers
+                .push(Reverse((rec.expires_at, TimerKey::Publication(rec.key()))));
+            resp = st.reply(200, "OK");
+            resp.push_header(HeaderName::SipETag, rec.etag.clone());
+            resp.push_header(HeaderName::Expires, granted.to_string());
+            p.publications.push((rec, doc));
+        }
+        let state_changed = has_body || granted == 0;
+        if state_changed {
+            self.changed(&aor, &mut fx);
+        }
+        self.gc(&aor);
+        fx.reply = Some((st, resp));
+        fx
+    }
+
+    pub(crate) fn expire_publication(&mut self, key: &str, at: i64, fx: &mut Effects) {
+        let Some((aor, etag)) = key.split_once('\n') else {
+            return;
+        };
+        let aor = aor.to_owned();
+        let Some(p) = self.presentities.get_mut(&aor) else {
+            return;
+        };
+        let before = p.publications.len();
+        p.publications
+            .retain(|(r, _)| !(r.etag == etag && r.expires_at == at));
+        if p.publications.len() != before {
+            fx.batch.delete(Tree::Publications, key.as_bytes().to_vec());
+            // OMA flow 2.2: watchers learn that the information is gone.
+            self.changed(&aor, fx);
+            self.gc(&aor);
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The internal presence agent (PA) for the presentities of `local_domains`:
+//! registrar (RFC 3261 §10.3), event state compositor for PUBLISH (RFC
+//! 3903), notifier for SUBSCRIBE/NOTIFY (RFC 6665, RFC 3856), composition,
+//! soft-state expiry, persistence.
+//!
+//! One task (the agent) owns all presence state, so requests for a
+//! presentity are applied strictly in arrival order and atomically. Each
+//! request yields [`Effects`]: a store batch, the response, and NOTIFYs. The
+//! response and the NOTIFYs go out only after the batch is durable (design
+//! §6); at most one NOTIFY per subscription is in flight (RFC 6665 §4.2.2),
+//! later changes are coalesced into the next one.
+
+pub mod compose;
+mod esc;
+mod notifier;
+pub mod records;
+mod registrar;
+
+use crate::body::{PresenceDoc, PresenceFormat};
+use crate::sip::{Message, Method, Uri};
+use crate::store::{Batch, Store, StoreError, Tree};
+use crate::transaction::{ClientError, ServerTransaction, TransactionLayer};
+use crate::transport::Resolver;
+use bytes::Bytes;
+use compose::Published;
+use records::{BindingRecord, PublicationRecord, SubscriptionRecord};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the presence agent needs from `gateway.toml`.
+#[derive(Debug, Clone)]
+pub struct PresenceSettings {
+    pub local_domains: Vec<String>,
+    pub default_expires: u32,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    /// 200 (RFC 6665) or 202 (the seed flows).
+    pub subscribe_success_code: u16,
+    /// Our Contact for dialogs (`<sip:host:port>`).
+    pub contact: String,
+}
+
+/// Milliseconds since the UNIX epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The key of a presentity: `sip:user@host`, host lower-cased, escapes
+/// normalised, no port or parameters (RFC 3261 §10.3 step 5).
+pub fn aor_key(uri: &Uri) -> String {
+    let mut u = uri.with_scheme(crate::sip::Scheme::Sip);
+    u.port = None;
+    u.to_string()
+}
+
+/// The `pres:` URI of a presentity key (RFC 3856 §6.2: entity).
+pub fn entity_of(aor: &str) -> String {
+    match aor.strip_prefix("sip:") {
+        Some(rest) => format!("pres:{rest}"),
+        None => aor.to_owned(),
+    }
+}
+
+/// The result of one request or event: applied in memory already, made
+/// durable by the effects task before anything is sent.
+#[derive(Default)]
+pub(crate) struct Effects {
+    pub batch: Batch,
+    pub reply: Option<(ServerTransaction, Message)>,
+    pub notifies: Vec<OutNotify>,
+    /// The presentity to reload from the store if the commit fails.
+    pub aor: Option<String>,
+}
+
+pub(crate) struct OutNotify {
+    pub sub_id: String,
+    pub msg: Message,
+    pub next_hop: Uri,
+    /// The subscription ends with this NOTIFY.
+    pub terminal: bool,
+}
+
+/// How a NOTIFY ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotifyOutcome {
+    Delivered,
+    /// 481/408/timeout/transport failure, or another failure without
+    /// Retry-After: the subscription is removed (RFC 6665 §4.2.2, seed §9.5.1).
+    Fatal,
+    /// A failure with Retry-After: keep the subscription.
+    Transient,
+}
+
+pub(crate) enum Command {
+    Request(Box<ServerTransaction>),
+    NotifyDone {
+        sub_id: String,
+        outcome: NotifyOutcome,
+    },
+    Reload(String),
+    Snapshot(oneshot::Sender<Snapshot>),
+}
+
+/// A read-only view for tests and the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub registrations: usize,
+    pub publications: usize,
+    pub subscriptions: usize,
+    pub presentities: Vec<String>,
+}
+
+/// Handle to the running agent.
+#[derive(Clone)]
+pub struct PresenceAgent {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl PresenceAgent {
+    /// Loads every record from `store`, expires what expired while the
+    /// gateway was down (with its NOTIFYs), re-arms every timer, and starts.
+    pub fn start(
+        settings: PresenceSettings,
+        store: Arc<dyn Store>,
+        layer: TransactionLayer,
+        resolver: Arc<Resolver>,
+    ) -> Result<PresenceAgent, StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut agent = Agent {
+            settings,
+            store,
+            layer,
+            resolver,
+            presentities: HashMap::new(),
+            subs: HashMap::new(),
+            timers: BinaryHeap::new(),
+            self_tx: tx.clone(),
+        };
+        agent.load()?;
+        tokio::spawn(agent.run(rx));
+        Ok(PresenceAgent { tx })
+    }
+
+    /// Hands a REGISTER, PUBLISH or SUBSCRIBE to the agent.
+    pub fn handle(&self, st: ServerTransaction) {
+        if let Err(mpsc::error::SendError(Command::Request(st))) =
+            self.tx.send(Command::Request(Box::new(st)))
+        {
+            tokio::spawn(async move {
+                let resp = st.reply(503, "Service Unavailable");
+                let _ = st.respond(resp).await;
+            });
+        }
+    }
+
+    pub async fn snapshot(&self) -> Snapshot {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Snapshot(tx));
+        rx.await.unwrap_or_default()
+    }
+}
+
+/// One subscription in memory.
+pub(crate) struct Sub {
+    pub rec: SubscriptionRecord,
+    pub in_flight: bool,
+    pub dirty: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Presentity {
+    pub bindings: Vec<BindingRecord>,
+    pub publications: Vec<(PublicationRecord, PresenceDoc)>,
+    pub watchers: BTreeSet<String>,
+    /// The composed document and its renderings, until the next change.
+    pub cache: Option<(PresenceDoc, Vec<(PresenceFormat, Bytes)>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TimerKey {
+    Binding(String),
+    Publication(String),
+    Subscription(String),
+}
+
+pub(crate) struct Agent {
+    pub settings: PresenceSettings,
+    pub store: Arc<dyn Store>,
+    pub layer: TransactionLayer,
+    pub resolver: Arc<Resolver>,
+    pub presentities: HashMap<String, Presentity>,
+    pub subs: HashMap<String, Sub>,
+    pub timers: BinaryHeap<Reverse<(i64, TimerKey)>>,
+    pub self_tx: mpsc::UnboundedSender<Command>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(tree: Tree, v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        tree: tree.name(),
+        reason: e.to_string(),
+    })
+}
+
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize")
+}
+
+impl Agent {
+    fn load(&mut self) -> Result<(), StoreError> {
+        self.presentities.clear();
+        self.subs.clear();
+        self.timers.clear();
+        for (_, v) in self.store.scan(Tree::Registrations)? {
+            let b: BindingRecord = decode(Tree::Registrations, &v)?;
+            self.timers
+                .push(Reverse((b.expires_at, TimerKey::Binding(b.key()))));
+            self.presentities
+                .entry(b.aor.clone())
+                .or_default()
+                .bindings
+                .push(b);
+        }
+        for (_, v) in self.store.scan(Tree::Publications)? {
+            let p: PublicationRecord = decode(Tree::Publications, &v)?;
+            let doc = match esc::parse_body(&p.content_type, p.body.as_bytes()) {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(aor = %p.aor, error = %e, "stored publication no longer parses; skipped");
+                    continue;
+                }
+            };
+            self.timers
+                .push(Reverse((p.expires_at, TimerKey::Publication(p.key()))));
+            self.presentities
+                .entry(p.aor.clone())
+                .or_default()
+                .publications
+                .push((p, doc));
+        }
+        for (_, v) in self.store.scan(Tree::Subscriptions)? {
+            let s: SubscriptionRecord = decode(Tree::Subscriptions, &v)?;
+            self.timers.push(Reverse((
+                s.expires_at,
+                TimerKey::Subscription(s.id.clone()),
+            )));
+            self.presentities
+                .entry(s.presentity.clone())
+                .or_default()
+                .watchers
+                .insert(s.id.clone());
+            self.subs.insert(
+                s.id.clone(),
+                Sub {
+                    rec: s,
+                    in_flight: false,
+                    dirty: false,
+                },
+            );
+        }
+        tracing::info!(
+            presentities = self.presentities.len(),
+            subscriptions = self.subs.len(),
+            "presence state loaded"
+        );
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        loop {
+            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let sleep = async {
+                match next {
+                    Some(at) => {
+                        let d = (at - now_ms()).max(0) as u64;
+                        tokio::time::sleep(std::time::Duration::from_millis(d)).await
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => return,
+                },
+                _ = sleep => self.fire_timers(),
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Request(st) => {
+                let st = *st;
+                let fx = match st.request().method() {
+                    Some(Method::Register) => self.on_register(st),
+                    Some(Method::Publish) => self.on_publish(st),
+                    Some(Method::Subscribe) => self.on_subscribe(st),
+                    _ => {
+                        let r = st.reply(405, "Method Not Allowed");
+                        Effects {
+                            reply: Some((st, r)),
+                            ..Effects::default()
+                        }
+                    }
+                };
+                self.run_effects(fx);
+            }
+            Command::NotifyDone { sub_id, outcome } => {
+                let fx = self.on_notify_done(&sub_id, outcome);
+                self.run_effects(fx);
+            }
+            Command::Reload(aor) => {
+                tracing::error!(%aor, "store commit failed; reloading presence state from the store");
+                if let Err(e) = self.load() {
+                    tracing::error!(error = %e, "reload failed");
+                }
+            }
+            Command::Snapshot(tx) => {
+                let _ = tx.send(Snapshot {
+                    registrations: self.presentities.values().map(|p| p.bindings.len()).sum(),
+                    publications: self
+                        .presentities
+                        .values()
+                        .map(|p| p.publications.len())
+                        .sum(),
+                    subscriptions: self.subs.len(),
+                    presentities: self.presentities.keys().cloned().collect(),
+                });
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = now_ms();
+        let mut fx = Effects::default();
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((at, key))) = self.timers.pop() else {
+                break;
+            };
+            match key {
+                TimerKey::Binding(k) => self.expire_binding(&k, at, &mut fx),
+                TimerKey::Publication(k) => self.expire_publication(&k, at, &mut fx),
+                TimerKey::Subscription(id) => self.expire_subscription(&id, at, &mut fx),
+            }
+        }
+        self.run_effects(fx);
+    }
+
+    /// Commits, then answers and notifies (never before durability).
+    fn run_effects(&self, fx: Effects) {
+        if fx.batch.is_empty() && fx.reply.is_none() && fx.notifies.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let layer = self.layer.clone();
+        let resolver = self.resolver.clone();
+        let me = self.self_tx.clone();
+        tokio::spawn(async move {
+            let committed = if fx.batch.is_empty() {
+                Ok(())
+            } else {
+                store.commit(fx.batch).await
+            };
+            if let Err(e) = committed {
+                tracing::error!(error = %e, "store commit failed");
+                if let Some((st, _)) = fx.reply {
+                    let r = st.reply(500, "Server Internal Error");
+                    let _ = st.respond(r).await;
+                }
+                let _ = me.send(Command::Reload(fx.aor.unwrap_or_default()));
+                return;
+            }
+            if let Some((st, resp)) = fx.reply {
+                let _ = st.respond(resp).await;
+            }
+            for n in fx.notifies {
+                let layer = layer.clone();
+                let resolver = resolver.clone();
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let outcome = send_notify(&layer, &resolver, n.msg, &n.next_hop).await;
+                    if !n.terminal {
+                        let _ = me.send(Command::NotifyDone {
+                            sub_id: n.sub_id,
+                            outcome,
+                        });
+                    }
+                });
+            }
+        });
+    }
+
+    /// The composed document of `aor` rendered as `format`.
+    pub(crate) fn rendered(&mut self, aor: &str, format: PresenceFormat) -> Bytes {
+        let p = self.presentities.entry(aor.to_owned()).or_default();
+        if p.cache.is_none() {
+            let published: Vec<Published> = p
+                .publications
+                .iter()
+                .map(|(r, d)| Published {
+                    modified_at: r.modified_at,
+                    doc: d.clone(),
+                })
+                .collect();
+            let doc = compose::compose(&entity_of(aor), &p.bindings, &published);
+            p.cache = Some((doc, Vec::new()));
+        }
+        let (doc, renders) = p.cache.as_mut().expect("cache filled above");
+        if let Some((_, b)) = renders.iter().find(|(f, _)| *f == format) {
+            return b.clone();
+        }
+        let b = Bytes::from(doc.render(format));
+        renders.push((format, b.clone()));
+        b
+    }
+
+    /// The presentity changed: drop the cache and notify every watcher.
+    pub(crate) fn changed(&mut self, aor: &str, fx: &mut Effects) {
+        let watchers: Vec<String> = match self.presentities.get_mut(aor) {
+            Some(p) => {
+                p.cache = None;
+                p.watchers.iter().cloned().collect()
+            }
+            None => return,
+        };
+        for id in watchers {
+            self.notify_or_defer(&id, fx);
+        }
+    }
+
+    /// Removes a presentity entry that no longer holds anything.
+    pub(crate) fn gc(&mut self, aor: &str) {
+        if self.presentities.get(aor).is_some_and(|p| {
+            p.bindings.is_empty() && p.publications.is_empty() && p.watchers.is_empty()
+        }) {
+            self.presentities.remove(aor);
+        }
+    }
+}
+
+/// Sends one NOTIFY and classifies the result (RFC 6665 §4.2.2).
+async fn send_notify(
+    layer: &TransactionLayer,
+    resolver: &Resolver,
+    msg: Message,
+    next_hop: &Uri,
+) -> NotifyOutcome {
+    let targets = match resolver.resolve(next_hop).await {
+        Ok(t) if !t.is_empty() => t,
+        _ => return NotifyOutcome::Fatal,
+    };
+    let mut last = NotifyOutcome::Fatal;
+    for t in targets {
+        match layer.send_request(msg.clone(), t).await {
+            Ok(resp) => {
+                let code = resp.status().unwrap_or(500);
+                return match code {
+                    200..=299 => NotifyOutcome::Delivered,
+                    _ if code != 481
+                        && code != 408
+                        && resp.retry_after().ok().flatten().is_some() =>
+                    {
+                        NotifyOutcome::Transient
+                    }
+                    _ => NotifyOutcome::Fatal,
+                };
+            }
+            // RFC 3263 §4.3: a transport failure tries the next target.
+            Err(ClientError::Transport(_)) => last = NotifyOutcome::Fatal,
+            Err(_) => return NotifyOutcome::Fatal,
+        }
+    }
+    last
+}

@@ -1,0 +1,355 @@
+//! The notifier (RFC 6665 §4.2, RFC 3856 §6): SUBSCRIBE handling, NOTIFY
+//! generation, subscription expiry.
+
+use super::records::{SubStatus, SubscriptionRecord};
+use super::{Agent, Effects, NotifyOutcome, OutNotify, Sub, TimerKey, aor_key, encode, now_ms};
+use crate::body::{PresenceFormat, negotiate};
+use crate::dialog::{Dialog, dialog_id};
+use crate::sip::{HeaderName, Method, Scheme, SubState, SubscriptionState};
+use crate::store::Tree;
+use crate::transaction::ServerTransaction;
+use std::cmp::Reverse;
+
+/// Event packages this notifier serves.
+pub(crate) const PACKAGES: &str = "presence";
+
+impl Agent {
+    pub(crate) fn is_local(&self, host: &str) -> bool {
+        self.settings
+            .local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(host))
+    }
+
+    pub(crate) fn on_subscribe(&mut self, st: ServerTransaction) -> Effects {
+        let req = st.request();
+        let reject = |st: ServerTransaction, code: u16, reason: &str| {
+            let r = st.reply(code, reason);
+            Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            }
+        };
+        // RFC 6665 §4.2.1.1 / §8.2.1: Event must name a package we serve.
+        match req.event() {
+            Ok(Some(e)) if e.is("presence") => {}
+            Ok(_) => {
+                let mut r = st.reply(489, "Bad Event");
+                r.push_header(HeaderName::AllowEvents, PACKAGES);
+                return Effects {
+                    reply: Some((st, r)),
+                    ..Effects::default()
+                };
+            }
+            Err(e) => return reject(st, 400, &e.reason_phrase()),
+        }
+        let expires = match req.expires() {
+            Ok(e) => e,
+            Err(e) => return reject(st, 400, &e.reason_phrase()),
+        };
+        if req.to().and_then(|t| t.tag()).is_some() {
+            return self.refresh(st, expires);
+        }
+        // A new subscription.
+        let Some(ruri) = req.request_uri().cloned() else {
+            return reject(st, 400, "Bad Request");
+        };
+        let host = ruri
+            .host
+            .as_ref()
+            .map(|h| h.canonical())
+            .unwrap_or_default();
+        if !matches!(ruri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Pres)
+            || !self.is_local(&host)
+        {
+            return reject(st, 404, "Not Found");
+        }
+        let aor = aor_key(&ruri);
+        let format = match req.accept() {
+            Ok(a) => match negotiate(a.as_deref()) {
+                Some(f) => f,
+                None => {
+                    let mut r = st.reply(406, "Not Acceptable");
+                    r.push_header(
+                        HeaderName::Accept,
+                        "application/pidf+xml, application/cpim-pidf+xml, application/xpidf+xml",
+                    );
+                    return Effects {
+                        reply: Some((st, r)),
+                        ..Effects::default()
+                    };
+                }
+            },
+            Err(e) => return reject(st, 400, &e.reason_phrase()),
+        };
+        let requested = expires.unwrap_or(self.settings.default_expires);
+        if requested != 0 && requested < self.settings.min_expires {
+            let mut r = st.reply(423, "Interval Too Brief");
+            r.push_header(
+                HeaderName::MinExpires,
+                self.settings.min_expires.to_string(),
+            );
+            return Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            };
+        }
+        let granted = requested.min(self.settings.max_expires);
+        let mut dialog = match Dialog::uas(req, st.to_tag()) {
+            Ok(d) => d,
+            Err(e) => return reject(st, 400, &format!("{e}")),
+        };
+        let watcher = req.from().map(|f| aor_key(&f.uri)).unwrap_or_default();
+        let event_id = req
+            .event()
+            .ok()
+            .flatten()
+            .and_then(|e| e.id().map(str::to_owned));
+        let code = self.settings.subscribe_success_code;
+        let mut resp = st.reply(code, if code == 202 { "Accepted" } else { "OK" });
+        resp.push_header(HeaderName::Expires, granted.to_string());
+        resp.push_header(HeaderName::Contact, self.settings.contact.clone());
+        let mut fx = Effects {
+            aor: Some(aor.clone()),
+            ..Effects::default()
+        };
+        if granted == 0 {
+            // A fetch (RFC 3856 §6.4, OMA flow 2.3): one NOTIFY with the
+            // state, terminated; nothing is kept.
+            let body = self.rendered(&aor, format);
+            let state =
+                SubscriptionState::new(SubState::Terminated).with_param("reason", "timeout");
+            let mut msg = dialog.request(Method::Notify, &self.settings.contact);
+            decorate(&mut msg, event_id.as_deref(), &state, format, body);
+            fx.notifies.push(OutNotify {
+                sub_id: dialog.id(),
+                next_hop: dialog.next_hop(),
+                msg,
+                terminal: true,
+            });
+            fx.reply = Some((st, resp));
+            return fx;
+        }
+        let rec = SubscriptionRecord {
+            id: dialog.id(),
+            presentity: aor.clone(),
+            watcher,
+            event: "presence".into(),
+            event_id,
+            dialog,
+            expires_at: now_ms() + i64::from(granted) * 1000,
+            format: format.content_type().into(),
+            status: SubStatus::Active,
+        };
+        let id = rec.id.clone();
+        self.timers.push(Reverse((
+            rec.expires_at,
+            TimerKey::Subscription(id.clone()),
+        )));
+        self.presentities
+            .entry(aor)
+            .or_default()
+            .watchers
+            .insert(id.clone());
+        self.subs.insert(
+            id.clone(),
+            Sub {
+                rec,
+                in_flight: false,
+                dirty: false,
+            },
+        );
+        fx.reply = Some((st, resp));
+        // The immediate NOTIFY (RFC 6665 §4.2.1.2); it also persists the record.
+        self.notify_or_defer(&id, &mut fx);
+        fx
+    }
+
+    /// A SUBSCRIBE inside an existing dialog: refresh or unsubscribe.
+    fn refresh(&mut self, st: ServerTransaction, expires: Option<u32>) -> Effects {
+        let req = st.request();
+        let id = dialog_id(
+            req.call_id().unwrap_or(""),
+            req.to().and_then(|t| t.tag()).unwrap_or(""),
+            req.from().and_then(|f| f.tag()).unwrap_or(""),
+        );
+        let cseq = req.cseq().map_or(0, |c| c.seq);
+        let min = self.settings.min_expires;
+        let max = self.settings.max_expires;
+        let default = self.settings.default_expires;
+        let Some(sub) = self.subs.get_mut(&id) else {
+            let r = st.reply(481, "Subscription Does Not Exist");
+            return Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            };
+        };
+        let requested = expires.unwrap_or(default);
+        if requested != 0 && requested < min {
+            let mut r = st.reply(423, "Interval Too Brief");
+            r.push_header(HeaderName::MinExpires, min.to_string());
+            return Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            };
+        }
+        // RFC 3261 §12.2.2: a lower CSeq is out of order.
+        if !sub.rec.dialog.accept_remote_cseq(cseq) {
+            let r = st.reply(500, "CSeq Out Of Order");
+            return Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            };
+        }
+        // SUBSCRIBE is a target refresh request (RFC 6665 §4.1.2.1).
+        if let Ok(crate::sip::Contacts::List(l)) = req.contacts() {
+            if let Some(c) = l.first() {
+                sub.rec.dialog.remote_target = c.uri.to_string();
+            }
+        }
+        let granted = requested.min(max);
+        let code = self.settings.subscribe_success_code;
+        let mut resp = st.reply(code, if code == 202 { "Accepted" } else { "OK" });
+        resp.push_header(HeaderName::Expires, granted.to_string());
+        resp.push_header(HeaderName::Contact, self.settings.contact.clone());
+        let aor = sub.rec.presentity.clone();
+        let mut fx = Effects {
+            aor: Some(aor),
+            reply: Some((st, resp)),
+            ..Effects::default()
+        };
+        if granted == 0 {
+            // Unsubscribe: final NOTIFY, terminated;reason=timeout (RFC 6665 §4.2.1.4).
+            self.terminate(&id, "timeout", &mut fx);
+        } else {
+            sub.rec.expires_at = now_ms() + i64::from(granted) * 1000;
+            self.timers.push(Reverse((
+                sub.rec.expires_at,
+                TimerKey::Subscription(id.clone()),
+            )));
+            // RFC 6665 §4.2.1.2: a refresh is answered with a NOTIFY too.
+            self.notify_or_defer(&id, &mut fx);
+        }
+        fx
+    }
+
+    /// Sends a NOTIFY with the current state now, or marks the
+    /// subscription dirty when one is in flight (the next one carries the
+    /// latest state).
+    pub(crate) fn notify_or_defer(&mut self, id: &str, fx: &mut Effects) {
+        let Some(sub) = self.subs.get(id) else { return };
+        if sub.in_flight {
+            if let Some(s) = self.subs.get_mut(id) {
+                s.dirty = true;
+            }
+            return;
+        }
+        let aor = sub.rec.presentity.clone();
+        let format =
+            PresenceFormat::from_content_type(&sub.rec.format).unwrap_or(PresenceFormat::Pidf);
+        let body = self.rendered(&aor, format);
+        let contact = self.settings.contact.clone();
+        let sub = self.subs.get_mut(id).expect("checked above");
+        let remaining = ((sub.rec.expires_at - now_ms()).max(0) / 1000) as u32;
+        let state = SubscriptionState::new(match sub.rec.status {
+            SubStatus::Active => SubState::Active,
+            SubStatus::Pending => SubState::Pending,
+        })
+        .with_param("expires", remaining);
+        let mut msg = sub.rec.dialog.request(Method::Notify, &contact);
+        decorate(&mut msg, sub.rec.event_id.as_deref(), &state, format, body);
+        sub.in_flight = true;
+        sub.dirty = false;
+        // The CSeq just used is persisted before the NOTIFY leaves.
+        fx.batch.put(
+            Tree::Subscriptions,
+            id.as_bytes().to_vec(),
+            encode(&sub.rec),
+        );
+        fx.notifies.push(OutNotify {
+            sub_id: id.to_owned(),
+            next_hop: sub.rec.dialog.next_hop(),
+            msg,
+            terminal: false,
+        });
+    }
+
+    /// Ends a subscription with a final NOTIFY (`terminated;reason=…`).
+    pub(crate) fn terminate(&mut self, id: &str, reason: &str, fx: &mut Effects) {
+        let Some(mut sub) = self.subs.remove(id) else {
+            return;
+        };
+        let aor = sub.rec.presentity.clone();
+        if let Some(p) = self.presentities.get_mut(&aor) {
+            p.watchers.remove(id);
+        }
+        let format =
+            PresenceFormat::from_content_type(&sub.rec.format).unwrap_or(PresenceFormat::Pidf);
+        let body = self.rendered(&aor, format);
+        let state = SubscriptionState::new(SubState::Terminated).with_param("reason", reason);
+        let mut msg = sub
+            .rec
+            .dialog
+            .request(Method::Notify, &self.settings.contact);
+        decorate(&mut msg, sub.rec.event_id.as_deref(), &state, format, body);
+        fx.batch.delete(Tree::Subscriptions, id.as_bytes().to_vec());
+        fx.notifies.push(OutNotify {
+            sub_id: id.to_owned(),
+            next_hop: sub.rec.dialog.next_hop(),
+            msg,
+            terminal: true,
+        });
+        self.gc(&aor);
+    }
+
+    pub(crate) fn expire_subscription(&mut self, id: &str, at: i64, fx: &mut Effects) {
+        // Timers are not cancelled on refresh: only the current expiry counts.
+        if self.subs.get(id).is_some_and(|s| s.rec.expires_at == at) {
+            self.terminate(id, "timeout", fx);
+        }
+    }
+
+    pub(crate) fn on_notify_done(&mut self, id: &str, outcome: NotifyOutcome) -> Effects {
+        let mut fx = Effects::default();
+        let Some(sub) = self.subs.get_mut(id) else {
+            return fx;
+        };
+        sub.in_flight = false;
+        match outcome {
+            NotifyOutcome::Fatal => {
+                // The watcher is gone: remove without another NOTIFY.
+                tracing::info!(subscription = %id, "NOTIFY failed; subscription removed");
+                let aor = sub.rec.presentity.clone();
+                self.subs.remove(id);
+                if let Some(p) = self.presentities.get_mut(&aor) {
+                    p.watchers.remove(id);
+                }
+                fx.batch.delete(Tree::Subscriptions, id.as_bytes().to_vec());
+                self.gc(&aor);
+            }
+            NotifyOutcome::Delivered | NotifyOutcome::Transient => {
+                if sub.dirty {
+                    self.notify_or_defer(id, &mut fx);
+                }
+            }
+        }
+        fx
+    }
+}
+
+/// Event, Subscription-State and the body of a NOTIFY (RFC 6665 §8.2).
+fn decorate(
+    msg: &mut crate::sip::Message,
+    event_id: Option<&str>,
+    state: &SubscriptionState,
+    format: PresenceFormat,
+    body: bytes::Bytes,
+) {
+    let event = match event_id {
+        Some(id) => format!("presence;id={id}"),
+        None => "presence".to_owned(),
+    };
+    msg.push_header(HeaderName::Event, event);
+    msg.push_header(HeaderName::SubscriptionState, state.to_string());
+    msg.set_body(format.content_type(), body);
+}

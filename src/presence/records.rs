@@ -1,0 +1,84 @@
+//! The durable records of the presence agent (design §6): absolute expiry
+//! times in UNIX milliseconds, serialized as JSON so `export` dumps are
+//! readable.
+
+use crate::dialog::Dialog;
+use serde::{Deserialize, Serialize};
+
+/// One registered contact of a local AOR (RFC 3261 §10.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingRecord {
+    pub aor: String,
+    /// The contact URI.
+    pub uri: String,
+    /// The Contact value as registered (name-addr with its parameters).
+    pub contact: String,
+    pub call_id: String,
+    pub cseq: u32,
+    pub expires_at: i64,
+    pub q: Option<u16>,
+    /// `description="…"` feature parameter (seed §10.2/§10.3).
+    pub description: Option<String>,
+    /// `methods="…"` feature parameter.
+    pub methods: Option<String>,
+}
+
+impl BindingRecord {
+    pub fn key(&self) -> String {
+        format!("{}\n{}", self.aor, self.uri)
+    }
+
+    /// The PUA registered `methods="SUBSCRIBE"`: it handles subscriptions
+    /// itself (seed §10.2). Recorded and shown to operators; the PA still
+    /// serves the presentity (docs/presence.md).
+    pub fn handles_subscriptions(&self) -> bool {
+        self.methods.as_deref().is_some_and(|m| {
+            m.split(',')
+                .any(|x| x.trim().eq_ignore_ascii_case("SUBSCRIBE"))
+        })
+    }
+}
+
+/// One publication (RFC 3903 event state) of a local AOR.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicationRecord {
+    pub aor: String,
+    pub etag: String,
+    pub expires_at: i64,
+    pub content_type: String,
+    pub body: String,
+    /// When this state was last modified (ordering of equal tuple ids).
+    pub modified_at: i64,
+    /// The publisher (From URI).
+    pub publisher: String,
+}
+
+impl PublicationRecord {
+    pub fn key(&self) -> String {
+        format!("{}\n{}", self.aor, self.etag)
+    }
+}
+
+/// The state of a subscription (RFC 6665 §4.1.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubStatus {
+    Active,
+    Pending,
+}
+
+/// One subscription to a local presentity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    /// The dialog id (`Call-ID;local-tag;remote-tag`).
+    pub id: String,
+    pub presentity: String,
+    pub watcher: String,
+    pub event: String,
+    pub event_id: Option<String>,
+    pub dialog: Dialog,
+    pub expires_at: i64,
+    /// Content type of the documents this watcher gets.
+    pub format: String,
+    pub status: SubStatus,
+}

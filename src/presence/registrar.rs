@@ -1,0 +1,197 @@
+//! The registrar (RFC 3261 §10.3) for local AORs. Bindings become presence
+//! tuples (seed §10.2/§10.3, see `compose`).
+
+use super::records::BindingRecord;
+use super::{Agent, Effects, TimerKey, aor_key, encode, now_ms};
+use crate::sip::{Contacts, HeaderName, NameAddr, Uri};
+use crate::store::Tree;
+use crate::transaction::ServerTransaction;
+use std::cmp::Reverse;
+
+impl Agent {
+    pub(crate) fn on_register(&mut self, st: ServerTransaction) -> Effects {
+        let req = st.request();
+        let reply = |st: ServerTransaction, code: u16, reason: &str| {
+            let r = st.reply(code, reason);
+            Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            }
+        };
+        // Step 1: the Request-URI names a domain we hold bindings for.
+        let ruri_host = req
+            .request_uri()
+            .and_then(|u| u.host.as_ref())
+            .map(|h| h.canonical())
+            .unwrap_or_default();
+        if !self.is_local(&ruri_host) {
+            return reply(st, 404, "Not Found");
+        }
+        // Step 5: To must be a SIP/SIPS AOR of that domain (RFC 4475 §3.3.4).
+        let Some(to) = req.to() else {
+            return reply(st, 400, "Missing To Header");
+        };
+        if !to.uri.scheme.is_sip() {
+            return reply(st, 400, "To Must Be A SIP Or SIPS URI");
+        }
+        let to_host = to
+            .uri
+            .host
+            .as_ref()
+            .map(|h| h.canonical())
+            .unwrap_or_default();
+        if !self.is_local(&to_host) {
+            return reply(st, 404, "Not Found");
+        }
+        let aor = aor_key(&to.uri);
+        let call_id = req.call_id().unwrap_or("").to_owned();
+        let cseq = req.cseq().map_or(0, |c| c.seq);
+        let header_expires = match req.expires() {
+            Ok(e) => e,
+            Err(e) => return reply(st, 400, &e.reason_phrase()),
+        };
+        let contacts = match req.contacts() {
+            Ok(c) => c,
+            Err(e) => return reply(st, 400, &e.reason_phrase()),
+        };
+        let now = now_ms();
+        let current: Vec<BindingRecord> = self
+            .presentities
+            .get(&aor)
+            .map(|p| p.bindings.clone())
+            .unwrap_or_default();
+        let mut next = current.clone();
+        match contacts {
+            Contacts::Star => {
+                // Step 6: "*" only with Expires: 0 and no other Contact.
+                let n_contacts = req.fields(&HeaderName::Contact).count();
+                if header_expires != Some(0) || n_contacts != 1 {
+                    return reply(st, 400, "Contact * Requires Expires 0");
+                }
+                for b in &current {
+                    if b.call_id == call_id && cseq <= b.cseq {
+                        return reply(st, 500, "Out Of Order Request");
+                    }
+                }
+                next.clear();
+            }
+            Contacts::List(list) => {
+                for c in &list {
+                    let expires = c
+                        .expires()
+                        .or(header_expires)
+                        .unwrap_or(self.settings.default_expires);
+                    if expires != 0 && expires < self.settings.min_expires {
+                        let mut r = st.reply(423, "Interval Too Brief");
+                        r.push_header(
+                            HeaderName::MinExpires,
+                            self.settings.min_expires.to_string(),
+                        );
+                        return Effects {
+                            reply: Some((st, r)),
+                            ..Effects::default()
+                        };
+                    }
+                    let expires = expires.min(self.settings.max_expires);
+                    let pos = next
+                        .iter()
+                        .position(|b| Uri::parse_str(&b.uri).is_ok_and(|u| u.matches(&c.uri)));
+                    if let Some(i) = pos {
+                        // Step 7: same Call-ID needs a higher CSeq.
+                        if next[i].call_id == call_id && cseq <= next[i].cseq {
+                            return reply(st, 500, "Out Of Order Request");
+                        }
+                        if expires == 0 {
+                            next.remove(i);
+                            continue;
+                        }
+                        next[i] = binding(&aor, c, &call_id, cseq, now, expires);
+                    } else if expires != 0 {
+                        next.push(binding(&aor, c, &call_id, cseq, now, expires));
+                    }
+                }
+            }
+        }
+        // Apply all or nothing.
+        let mut fx = Effects {
+            aor: Some(aor.clone()),
+            ..Effects::default()
+        };
+        for b in &current {
+            if !next.iter().any(|n| n.key() == b.key()) {
+                fx.batch.delete(Tree::Registrations, b.key().into_bytes());
+            }
+        }
+        for b in &next {
+            if !current.contains(b) {
+                fx.batch
+                    .put(Tree::Registrations, b.key().into_bytes(), encode(b));
+                self.timers
+                    .push(Reverse((b.expires_at, TimerKey::Binding(b.key()))));
+            }
+        }
+        let changed = !fx.batch.is_empty();
+        let mut resp = st.reply(200, "OK");
+        for b in &next {
+            let remaining = ((b.expires_at - now).max(0) / 1000).max(1);
+            resp.push_header(HeaderName::Contact, with_expires(&b.contact, remaining));
+        }
+        resp.push_header(
+            HeaderName::Date,
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        );
+        self.presentities.entry(aor.clone()).or_default().bindings = next;
+        if changed {
+            self.changed(&aor, &mut fx);
+        }
+        self.gc(&aor);
+        fx.reply = Some((st, resp));
+        fx
+    }
+
+    pub(crate) fn expire_binding(&mut self, key: &str, at: i64, fx: &mut Effects) {
+        let Some((aor, _)) = key.split_once('\n') else {
+            return;
+        };
+        let aor = aor.to_owned();
+        let Some(p) = self.presentities.get_mut(&aor) else {
+            return;
+        };
+        let before = p.bindings.len();
+        p.bindings
+            .retain(|b| !(b.key() == key && b.expires_at == at));
+        if p.bindings.len() != before {
+            fx.batch
+                .delete(Tree::Registrations, key.as_bytes().to_vec());
+            self.changed(&aor, fx);
+            self.gc(&aor);
+        }
+    }
+}
+
+fn binding(
+    aor: &str,
+    c: &NameAddr,
+    call_id: &str,
+    cseq: u32,
+    now: i64,
+    expires: u32,
+) -> BindingRecord {
+    let mut contact = c.clone();
+    contact.params.remove("expires");
+    BindingRecord {
+        aor: aor.to_owned(),
+        uri: c.uri.to_string(),
+        contact: contact.to_string(),
+        call_id: call_id.to_owned(),
+        cseq,
+        expires_at: now + i64::from(expires) * 1000,
+        q: c.q(),
+        description: c.feature("description"),
+        methods: c.feature("methods"),
+    }
+}
+
+fn with_expires(contact: &str, secs: i64) -> String {
+    format!("{contact};expires={secs}")
+}

@@ -1,0 +1,122 @@
+//! Persistence (design §6): the `Store` trait the presence agent and the
+//! gateway write through, and its sled implementation (`sled.rs`, the only
+//! file that names sled).
+//!
+//! Acknowledged means durable: [`Store::commit`] resolves only after the
+//! batch is applied atomically and flushed. Many concurrent commits share
+//! one flush (group commit), so throughput does not pay one fsync per
+//! request.
+
+mod sled;
+
+pub use self::sled::SledStore;
+
+use std::future::Future;
+use std::pin::Pin;
+
+/// The record kinds, one keyspace each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tree {
+    Registrations,
+    Publications,
+    Subscriptions,
+    Dialogs,
+    Policies,
+    Deliveries,
+    Meta,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 7] = [
+        Tree::Registrations,
+        Tree::Publications,
+        Tree::Subscriptions,
+        Tree::Dialogs,
+        Tree::Policies,
+        Tree::Deliveries,
+        Tree::Meta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Registrations => "registrations",
+            Tree::Publications => "publications",
+            Tree::Subscriptions => "subscriptions",
+            Tree::Dialogs => "dialogs",
+            Tree::Policies => "policies",
+            Tree::Deliveries => "deliveries",
+            Tree::Meta => "meta",
+        }
+    }
+
+    fn index(self) -> usize {
+        Tree::ALL
+            .iter()
+            .position(|t| *t == self)
+            .expect("every tree is in ALL")
+    }
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put(Tree, Vec<u8>, Vec<u8>),
+    Delete(Tree, Vec<u8>),
+}
+
+/// Changes applied together or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(tree, key.into(), value.into()));
+    }
+
+    pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(tree, key.into()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn append(&mut self, mut other: Batch) {
+        self.ops.append(&mut other.ops);
+    }
+}
+
+/// Why the store failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O error: {0}")]
+    Io(String),
+    #[error("store is shut down")]
+    Closed,
+    #[error("corrupt record in {tree}: {reason}")]
+    Corrupt { tree: &'static str, reason: String },
+}
+
+/// Key/value pairs of one tree, in key order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub type CommitFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// Durable keyed records.
+pub trait Store: Send + Sync + 'static {
+    /// One record.
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Every record of a tree, in key order.
+    fn scan(&self, tree: Tree) -> Result<Records, StoreError>;
+    /// Applies `batch` atomically; resolves once it is durable. Batches are
+    /// applied in the order `commit` was called.
+    fn commit(&self, batch: Batch) -> CommitFuture;
+    /// Flushes everything written so far (shutdown).
+    fn flush(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,275 @@
+//! The sled implementation of [`Store`] with group commit.
+//!
+//! Invariant: only the committer task writes. It takes every batch queued
+//! at the moment, applies each as one multi-tree transaction (so a batch is
+//! all-or-nothing), flushes once, then releases every waiter. Order of
+//! application is the order of `commit` calls (one FIFO channel).
+
+use super::{Batch, CommitFuture, Op, Records, Store, StoreError, Tree};
+use std::path::{Path, PathBuf};
+use tokio::sync::{mpsc, oneshot};
+
+type Waiter = oneshot::Sender<Result<(), StoreError>>;
+
+pub struct SledStore {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    tx: mpsc::UnboundedSender<(Batch, Waiter)>,
+    committer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    path: PathBuf,
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store at `path`. A store that cannot be
+    /// opened is moved aside to `path.corrupt-<unix-ms>` and a fresh one is
+    /// created; the move is logged as an error (design §6).
+    ///
+    /// Must be called inside a tokio runtime (the committer is a task).
+    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let db = match sled::Config::new().path(path).open() {
+            Ok(db) => db,
+            // Only a store sled reports as corrupt is moved aside; a lock
+            // held by another process or a permission problem is an error.
+            Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                let aside = PathBuf::from(format!("{}.corrupt-{ms}", path.display()));
+                tracing::error!(path = %path.display(), aside = %aside.display(), error = %e,
+                    "store cannot be opened; moving it aside and starting with an empty store");
+                std::fs::rename(path, &aside).map_err(io)?;
+                sled::Config::new().path(path).open().map_err(io)?
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let mut trees = Vec::with_capacity(Tree::ALL.len());
+        for t in Tree::ALL {
+            trees.push(db.open_tree(t.name()).map_err(io)?);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = tokio::spawn(committer(db.clone(), trees.clone(), rx));
+        Ok(SledStore {
+            db,
+            trees,
+            tx,
+            committer: std::sync::Mutex::new(Some(handle)),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Stops accepting commits, waits for queued ones, flushes, and releases
+    /// the database (graceful shutdown; reopening in the same process).
+    pub async fn close(self) -> Result<(), StoreError> {
+        let SledStore {
+            db,
+            trees,
+            tx,
+            committer,
+            ..
+        } = self;
+        drop(tx);
+        let handle = committer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+        let r = db.flush_async().await.map(|_| ()).map_err(io);
+        drop(trees);
+        drop(db);
+        r
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes on disk (for metrics).
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+async fn committer(
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    mut rx: mpsc::UnboundedReceiver<(Batch, Waiter)>,
+) {
+    let mut group: Vec<(Batch, Waiter)> = Vec::with_capacity(256);
+    while let Some(first) = rx.recv().await {
+        group.push(first);
+        while group.len() < 4096 {
+            match rx.try_recv() {
+                Ok(b) => group.push(b),
+                Err(_) => break,
+            }
+        }
+        // Apply on a blocking thread: sled's transactions and flush do I/O.
+        let db2 = db.clone();
+        let trees2 = trees.clone();
+        let batches: Vec<Batch> = group.iter().map(|(b, _)| b.clone()).collect();
+        let applied = tokio::task::spawn_blocking(move || {
+            let results: Vec<Result<(), StoreError>> =
+                batches.iter().map(|b| apply(&trees2, b)).collect();
+            let flushed = db2.flush().map(|_| ()).map_err(io);
+            (results, flushed)
+        })
+        .await;
+        match applied {
+            Ok((results, flushed)) => {
+                for ((_, w), r) in group.drain(..).zip(results) {
+                    let r = r.and_then(|_| flushed.clone());
+                    let _ = w.send(r);
+                }
+            }
+            Err(e) => {
+                for (_, w) in group.drain(..) {
+                    let _ = w.send(Err(io(&e)));
+                }
+            }
+        }
+    }
+}
+
+fn apply(trees: &[sled::Tree], batch: &Batch) -> Result<(), StoreError> {
+    use sled::Transactional;
+    if batch.ops.is_empty() {
+        return Ok(());
+    }
+    trees
+        .transaction(|tx| {
+            for op in &batch.ops {
+                match op {
+                    Op::Put(t, k, v) => {
+                        tx[t.index()].insert(k.as_slice(), v.as_slice())?;
+                    }
+                    Op::Delete(t, k) => {
+                        tx[t.index()].remove(k.as_slice())?;
+                    }
+                }
+            }
+            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        })
+        .map_err(|e| io(format!("{e:?}")))
+}
+
+impl Store for SledStore {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.trees[tree.index()]
+            .get(key)
+            .map_err(io)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, tree: Tree) -> Result<Records, StoreError> {
+        self.trees[tree.index()]
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
+            .collect()
+    }
+
+    fn commit(&self, batch: Batch) -> CommitFuture {
+        let (w, r) = oneshot::channel();
+        let sent = self.tx.send((batch, w));
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            r.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "sipgw-store-{tag}-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ))
+    }
+
+    #[tokio::test]
+    async fn commit_is_atomic_ordered_and_durable() {
+        let p = tmp("basic");
+        {
+            let s = SledStore::open(&p).unwrap();
+            let mut b = Batch::default();
+            b.put(Tree::Publications, b"a".to_vec(), b"1".to_vec());
+            b.put(Tree::Subscriptions, b"s".to_vec(), b"x".to_vec());
+            s.commit(b).await.unwrap();
+            // Many concurrent commits share flushes; the last write wins.
+            let futs: Vec<_> = (0..200)
+                .map(|i| {
+                    let mut b = Batch::default();
+                    b.put(
+                        Tree::Publications,
+                        b"a".to_vec(),
+                        format!("{i}").into_bytes(),
+                    );
+                    s.commit(b)
+                })
+                .collect();
+            for f in futs {
+                f.await.unwrap();
+            }
+            let mut d = Batch::default();
+            d.delete(Tree::Subscriptions, b"s".to_vec());
+            s.commit(d).await.unwrap();
+            s.close().await.unwrap();
+        }
+        // Reopen: what was acknowledged is there.
+        let s = SledStore::open(&p).unwrap();
+        assert_eq!(
+            s.get(Tree::Publications, b"a").unwrap(),
+            Some(b"199".to_vec())
+        );
+        assert_eq!(s.get(Tree::Subscriptions, b"s").unwrap(), None);
+        assert_eq!(s.scan(Tree::Publications).unwrap().len(), 1);
+        // A second open while the first holds the lock fails instead of
+        // treating the live store as corrupt.
+        assert!(SledStore::open(&p).is_err());
+        s.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&p);
+    }
+
+    #[tokio::test]
+    async fn corrupt_store_is_moved_aside() {
+        let p = tmp("corrupt");
+        std::fs::create_dir_all(&p).unwrap();
+        // sled keeps its data in `db` and `conf`; garbage there cannot be opened.
+        std::fs::write(p.join("conf"), b"\xff\xfe garbage").unwrap();
+        std::fs::write(p.join("db"), vec![0xAAu8; 4096]).unwrap();
+        let s = SledStore::open(&p).expect("opens a fresh store");
+        assert!(s.scan(Tree::Registrations).unwrap().is_empty());
+        let parent = p.parent().unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        let moved = std::fs::read_dir(parent)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("{name}.corrupt-"))
+            });
+        assert!(moved, "the corrupt store was moved aside");
+        s.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&p);
+        for e in std::fs::read_dir(parent).unwrap().filter_map(|e| e.ok()) {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{name}.corrupt-"))
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}

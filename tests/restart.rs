@@ -1,0 +1,143 @@
+//! Durability: registrations, publications and subscriptions survive SIGKILL.
+//! After a restart on the same store, the watcher keeps receiving NOTIFYs in
+//! the same dialog with increasing CSeq, and a publication that expired while
+//! the gateway was down produces its NOTIFY.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{TempDir, Ua, pidf};
+
+struct Gateway {
+    child: Child,
+    udp: SocketAddr,
+}
+
+fn spawn(dir: &TempDir) -> Gateway {
+    let cfg = dir.0.join("gateway.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\nroutes = []\n[cpim]\nlisten = \"127.0.0.1:0\"\n[presence]\nmin_expires = 1\n[store]\npath = \"{}\"\n",
+            dir.0.join("store").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sip-cpim-gateway"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let udp = loop {
+        let line = lines.next().expect("gateway prints its listeners").unwrap();
+        if let Some(a) = line.strip_prefix("SIP listening: udp:") {
+            break a.parse().unwrap();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Gateway { child, udp }
+}
+
+fn kill9(g: &mut Gateway) {
+    // SIGKILL: no graceful shutdown, no final flush.
+    g.child.kill().unwrap();
+    g.child.wait().unwrap();
+}
+
+const EV: &str = "Event: presence\r\n";
+
+fn publish(expires: u32, id: &str, ts: &str) -> String {
+    format!(
+        "PUBLISH sip:alice@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=p\r\nTo: <sip:alice@example.com>\r\nCall-ID: pub-{id}\r\nCSeq: 1 PUBLISH\r\nExpires: {expires}\r\nContent-Type: application/pidf+xml\r\n{EV}\r\n{}",
+        pidf("pres:alice@example.com", id, "open", id, ts)
+    )
+}
+
+#[tokio::test]
+async fn state_survives_sigkill_and_expiry_during_downtime_notifies() {
+    let dir = TempDir::new("restart");
+    let mut g = spawn(&dir);
+    let watcher = Ua::new(g.udp).await;
+    let publisher = Ua::new(g.udp).await;
+    let mut n = Vec::new();
+
+    let reg = "REGISTER sip:example.com SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nTo: <sip:alice@example.com>\r\nFrom: <sip:alice@example.com>;tag=r\r\nCall-ID: reg1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{me}>;description=\"at desk\"\r\nExpires: 3600\r\n\r\n";
+    assert_eq!(publisher.request(reg, &mut n).await.status(), Some(200));
+    assert_eq!(
+        publisher
+            .request(&publish(3600, "long", "2026-11-22T10:00:00Z"), &mut n)
+            .await
+            .status(),
+        Some(200)
+    );
+    assert_eq!(
+        publisher
+            .request(&publish(2, "short", "2026-11-22T10:00:00Z"), &mut n)
+            .await
+            .status(),
+        Some(200)
+    );
+
+    let sub = "SUBSCRIBE sip:alice@example.com SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=w\r\nTo: <sip:alice@example.com>\r\nCall-ID: keep-me\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:bob@{me}>\r\nExpires: 3600\r\nEvent: presence\r\n\r\n";
+    let r = watcher.request(sub, &mut n).await;
+    assert_eq!(r.status(), Some(200));
+    let first = match n.pop() {
+        Some(m) => m,
+        None => watcher.notify(Duration::from_secs(5), 200).await.unwrap(),
+    };
+    let body = String::from_utf8_lossy(first.body()).into_owned();
+    assert!(
+        body.contains("\"short\"") && body.contains("\"long\"") && body.contains("at desk"),
+        "{body}"
+    );
+    let tag = first.from().unwrap().tag().unwrap().to_owned();
+    let cseq = first.cseq().unwrap().seq;
+
+    // Crash before the short publication expires; stay down past its expiry.
+    kill9(&mut g);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut g = spawn(&dir);
+    let watcher = Ua {
+        server: g.udp,
+        ..watcher
+    };
+    // The expiry that happened while down produces its NOTIFY, in the same dialog.
+    let after = watcher
+        .notify(Duration::from_secs(5), 200)
+        .await
+        .expect("NOTIFY for the expired publication");
+    assert_eq!(after.call_id(), Some("keep-me"));
+    assert_eq!(after.from().unwrap().tag(), Some(tag.as_str()));
+    assert_eq!(after.to().unwrap().tag(), Some("w"));
+    assert!(after.cseq().unwrap().seq > cseq, "CSeq continues");
+    let body = String::from_utf8_lossy(after.body()).into_owned();
+    assert!(
+        !body.contains("\"short\"") && body.contains("\"long\"") && body.contains("at desk"),
+        "{body}"
+    );
+
+    // New changes still reach the watcher, CSeq still increasing.
+    let publisher = Ua {
+        server: g.udp,
+        ..publisher
+    };
+    assert_eq!(
+        publisher
+            .request(&publish(3600, "new", "2026-11-22T11:00:00Z"), &mut n)
+            .await
+            .status(),
+        Some(200)
+    );
+    let next = watcher.notify(Duration::from_secs(5), 200).await.unwrap();
+    assert!(next.cseq().unwrap().seq > after.cseq().unwrap().seq);
+    assert!(String::from_utf8_lossy(next.body()).contains("\"new\""));
+    kill9(&mut g);
+}
