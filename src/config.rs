@@ -138,6 +138,11 @@ pub struct CpimConfig {
     pub adapter_url: String,
     pub token: String,
     pub sip_header_scheme: String,
+    /// How long a direct call to the adapter may take.
+    pub adapter_timeout_ms: u64,
+    /// Delivery retry backoff: first delay and cap.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
 }
 
 impl Default for CpimConfig {
@@ -147,6 +152,9 @@ impl Default for CpimConfig {
             adapter_url: "http://127.0.0.1:9090/cpim".into(),
             token: String::new(),
             sip_header_scheme: "sip".into(),
+            adapter_timeout_ms: 5000,
+            retry_initial_ms: 500,
+            retry_max_ms: 30_000,
         }
     }
 }

@@ -17,7 +17,7 @@ pub enum DialogError {
 }
 
 /// One dialog, from this element's point of view.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dialog {
     pub call_id: String,
     pub local_tag: String,

@@ -3,7 +3,11 @@
 
 pub mod body;
 pub mod config;
+pub mod cpim;
+pub mod delivery;
 pub mod dialog;
+pub mod gateway;
+pub mod http;
 pub mod lint;
 pub mod presence;
 pub mod router;

@@ -2,6 +2,8 @@
 //! and the lifetime of the running gateway.
 
 use crate::config::{Config, Listener};
+use crate::delivery::{Adapter, Backoff};
+use crate::gateway::{Gateway, GatewaySettings};
 use crate::presence::{PresenceAgent, PresenceSettings};
 use crate::router::Router;
 use crate::sip::Method;
@@ -31,6 +33,10 @@ pub struct Server {
     pub resolver: Arc<Resolver>,
     pub store: Arc<SledStore>,
     pub presence: PresenceAgent,
+    pub gateway: Gateway,
+    pub adapter: Adapter,
+    /// The bound CPIM/admin HTTP address.
+    pub http: SocketAddr,
 }
 
 /// The UAS policy for what this build serves.
@@ -116,10 +122,62 @@ impl Server {
             contact: format!("<sip:{host}:{port}{transport_param}>"),
         };
         let dyn_store: Arc<dyn Store> = store.clone();
-        let presence =
-            PresenceAgent::start(settings, dyn_store, transactions.clone(), resolver.clone())?;
+        // reqwest uses rustls without a built-in provider: install ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let adapter = Adapter::open(
+            dyn_store.clone(),
+            &cfg.cpim.adapter_url,
+            Duration::from_millis(cfg.cpim.adapter_timeout_ms),
+            Backoff {
+                initial: Duration::from_millis(cfg.cpim.retry_initial_ms),
+                max: Duration::from_millis(cfg.cpim.retry_max_ms),
+            },
+        )?;
+        let contact = settings.contact.clone();
+        let presence = PresenceAgent::start(
+            settings,
+            dyn_store.clone(),
+            transactions.clone(),
+            resolver.clone(),
+            adapter.clone(),
+        )?;
+        let header_scheme = if cfg.cpim.sip_header_scheme == "pres" {
+            crate::sip::Scheme::Pres
+        } else {
+            crate::sip::Scheme::Sip
+        };
+        let gateway = Gateway::start(
+            GatewaySettings {
+                local_domains: cfg.sip.local_domains.clone(),
+                cpim_domains: cfg.sip.cpim_domains.clone(),
+                header_scheme,
+                contact,
+                default_expires: cfg.presence.default_expires,
+                min_expires: cfg.presence.min_expires,
+                max_expires: cfg.presence.max_expires,
+            },
+            dyn_store,
+            transactions.clone(),
+            resolver.clone(),
+            adapter.clone(),
+            presence.clone(),
+        )?;
+        let listener = tokio::net::TcpListener::bind(&cfg.cpim.listen).await?;
+        let http = listener.local_addr()?;
+        let state = crate::http::AppState {
+            gateway: gateway.clone(),
+            presence: presence.clone(),
+            token: (!cfg.cpim.token.is_empty()).then(|| Arc::from(cfg.cpim.token.as_str())),
+            local_domains: cfg.sip.local_domains.clone().into(),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(listener, state).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
         let router = Router {
             presence: presence.clone(),
+            gateway: gateway.clone(),
         };
         tokio::spawn(router.serve(app_rx));
         // Receive only once everything above is ready.
@@ -130,6 +188,9 @@ impl Server {
             resolver,
             store,
             presence,
+            gateway,
+            adapter,
+            http,
         })
     }
 

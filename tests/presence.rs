@@ -17,6 +17,7 @@ const W: Duration = Duration::from_secs(5);
 async fn start(dir: &TempDir, min_expires: u32) -> Server {
     let mut cfg = Config::default();
     cfg.sip.listen = vec!["udp:127.0.0.1:0".into()];
+    cfg.cpim.listen = "127.0.0.1:0".into();
     cfg.store.path = dir.0.join("store").display().to_string();
     cfg.presence.min_expires = min_expires;
     Server::start(&cfg).await.unwrap()

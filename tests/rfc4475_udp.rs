@@ -96,6 +96,7 @@ fn answer_port(bytes: &[u8]) -> Option<u16> {
 async fn start(dir: &support::TempDir) -> Server {
     let mut cfg = Config::default();
     cfg.sip.listen = vec!["udp:127.0.0.1:0".into()];
+    cfg.cpim.listen = "127.0.0.1:0".into();
     cfg.store.path = dir.0.join("store").display().to_string();
     Server::start(&cfg).await.unwrap()
 }

@@ -204,3 +204,176 @@ impl CpimMessage {
             .map(|(_, v)| v.as_str())
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    const PIDF: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n\
+<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"pres:piglet@100akerwood.com\">\r\n\
+  <tuple id=\"a1\"><status><basic>open</basic></status></tuple>\r\n\
+</presence>\r\n";
+
+    pub(crate) fn wrapped_pidf() -> (Bytes, &'static str) {
+        let msg = format!(
+            "From: MR SANDERS <im:piglet@100akerwood.com>\r\n\
+To: Depressed Donkey <im:eeyore@100akerwood.com>\r\n\
+DateTime: 2000-12-13T13:40:00-08:00\r\n\
+Subject: the weather will be fine today\r\n\
+Subject:;lang=fr beau temps prevu pour aujourd'hui\r\n\
+NS: MyFeatures <mid:MessageFeatures@id.foo.com>\r\n\
+Require: MyFeatures.VitalMessageOption\r\n\
+MyFeatures.VitalMessageOption: Confirmation-requested\r\n\
+\r\n\
+Content-Type: application/pidf+xml; charset=utf-8\r\n\
+Content-ID: <1234567890@foo.com>\r\n\
+\r\n{PIDF}"
+        );
+        (Bytes::from(msg), PIDF)
+    }
+
+    #[test]
+    fn rfc3862_style_message() {
+        let (bytes, inner) = wrapped_pidf();
+        let m = CpimMessage::parse(&bytes).unwrap();
+        assert_eq!(m.headers.len(), 8);
+        assert_eq!(
+            m.header("From"),
+            Some("MR SANDERS <im:piglet@100akerwood.com>")
+        );
+        assert_eq!(
+            m.header("to"),
+            Some("Depressed Donkey <im:eeyore@100akerwood.com>")
+        );
+        assert_eq!(m.header("DateTime"), Some("2000-12-13T13:40:00-08:00"));
+        assert_eq!(
+            m.header("NS"),
+            Some("MyFeatures <mid:MessageFeatures@id.foo.com>")
+        );
+        assert_eq!(
+            m.header_all("Subject").collect::<Vec<_>>(),
+            [
+                "the weather will be fine today",
+                ";lang=fr beau temps prevu pour aujourd'hui"
+            ]
+        );
+        assert_eq!(
+            m.header("MyFeatures.VitalMessageOption"),
+            Some("Confirmation-requested")
+        );
+        assert_eq!(m.header("cc"), None);
+        assert_eq!(
+            m.content_type.as_deref(),
+            Some("application/pidf+xml; charset=utf-8")
+        );
+        assert_eq!(m.content_header("content-id"), Some("<1234567890@foo.com>"));
+        assert_eq!(&m.body[..], inner.as_bytes());
+        // Zero copy: the body points into the input buffer.
+        let start = bytes.len() - inner.len();
+        assert_eq!(m.body.as_ptr(), bytes[start..].as_ptr());
+    }
+
+    #[test]
+    fn outer_mime_header_block_is_skipped() {
+        let bytes = Bytes::from_static(
+            b"Content-type: Message/CPIM\r\n\r\nFrom: <im:a@b>\r\nTo: <im:c@d>\r\n\r\nContent-Type: text/plain\r\n\r\nhi\r\n",
+        );
+        let m = CpimMessage::parse(&bytes).unwrap();
+        assert_eq!(m.header("From"), Some("<im:a@b>"));
+        assert_eq!(m.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(&m.body[..], b"hi\r\n");
+    }
+
+    #[test]
+    fn folded_content_headers_and_empty_parts() {
+        let bytes = Bytes::from_static(
+            b"From: <im:a@b>\r\n\r\nContent-Type: text/plain;\r\n charset=utf-8\r\n\r\n",
+        );
+        let m = CpimMessage::parse(&bytes).unwrap();
+        assert_eq!(m.content_type.as_deref(), Some("text/plain; charset=utf-8"));
+        assert!(m.body.is_empty());
+        // No content headers at all: no content type.
+        let m = CpimMessage::parse(&Bytes::from_static(b"From: <im:a@b>\r\n\r\n\r\nbody")).unwrap();
+        assert_eq!(m.content_type, None);
+        assert_eq!(&m.body[..], b"body");
+    }
+
+    #[test]
+    fn malformed() {
+        let err = |b: &'static [u8]| CpimMessage::parse(&Bytes::from_static(b)).unwrap_err();
+        assert_eq!(
+            err(b"From: <im:a@b>\r\nTo: <im:c@d>\r\n"),
+            BodyError::Cpim(CpimError::MissingBlankLine { section: "message" })
+        );
+        assert_eq!(
+            err(b"From: <im:a@b>\r\n\r\nContent-Type: text/plain\r\nbody\r\n"),
+            BodyError::Cpim(CpimError::BadHeader {
+                offset: 44,
+                reason: "no colon"
+            })
+        );
+        assert_eq!(
+            err(b"From: <im:a@b>\r\n\r\nContent-Type: text/plain\r\nbody"),
+            BodyError::Cpim(CpimError::MissingBlankLine {
+                section: "MIME content"
+            })
+        );
+        assert_eq!(
+            err(b"From: <im:a@b>\r\n\r\nContent-Type: text/plain\r\n"),
+            BodyError::Cpim(CpimError::MissingBlankLine {
+                section: "MIME content"
+            })
+        );
+        assert_eq!(
+            err(b""),
+            BodyError::Cpim(CpimError::MissingBlankLine { section: "message" })
+        );
+        assert_eq!(
+            err(b"From: <im:a@b>\nTo: <im:c@d>\n\nContent-Type: text/plain\n\nhi"),
+            BodyError::Cpim(CpimError::BareLf { offset: 14 })
+        );
+        assert_eq!(
+            err(b"From: <im:a@b>\r\n folded\r\n\r\nContent-Type: a/b\r\n\r\n"),
+            BodyError::Cpim(CpimError::BadHeader {
+                offset: 16,
+                reason: "folded line (not allowed in message/cpim message headers)"
+            })
+        );
+        assert!(matches!(
+            err(b"Fr om: x\r\n\r\nContent-Type: a/b\r\n\r\n"),
+            BodyError::Cpim(CpimError::BadHeader {
+                reason: "invalid header name",
+                ..
+            })
+        ));
+        assert!(matches!(
+            err(b": x\r\n\r\nContent-Type: a/b\r\n\r\n"),
+            BodyError::Cpim(CpimError::BadHeader { .. })
+        ));
+        assert!(matches!(
+            err(b"From: \xff\r\n\r\nContent-Type: a/b\r\n\r\n"),
+            BodyError::Cpim(CpimError::BadHeader {
+                reason: "not UTF-8",
+                ..
+            })
+        ));
+        let msg = err(b"From: <im:a@b>\nTo: <im:c@d>\n\n").to_string();
+        assert!(msg.contains("LF") && msg.contains("CRLF"), "{msg}");
+    }
+
+    #[test]
+    fn truncations_never_panic() {
+        let (bytes, _) = wrapped_pidf();
+        for end in 0..=bytes.len() {
+            let _ = CpimMessage::parse(&bytes.slice(..end));
+            let _ = CpimMessage::parse(&bytes.slice(end..));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = CpimMessage::parse(&Bytes::from(bytes));
+        }
+    }
+}

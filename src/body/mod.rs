@@ -94,3 +94,84 @@ pub fn presence_of(
         limit: MAX_CPIM_NESTING,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_of_plain_types() {
+        let pidf = Bytes::from_static(
+            br#"<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="pres:a@b"><tuple id="x"><status><basic>open</basic></status></tuple></presence>"#,
+        );
+        let (f, doc) = presence_of("application/pidf+xml;charset=UTF-8", &pidf).unwrap();
+        assert_eq!(f, PresenceFormat::Pidf);
+        assert_eq!(doc.tuples[0].basic, Some(Basic::Open));
+        // Labelled cpim-pidf but really PIDF / XPIDF: read as what it is.
+        let (f, _) = presence_of("application/cpim-pidf+xml", &pidf).unwrap();
+        assert_eq!(f, PresenceFormat::Pidf);
+        let xpidf = Bytes::from_static(
+            br#"<presence><presentity uri="sip:a@b"/><atom id="1"><address uri="sip:a@h"><status status="open"/></address></atom></presence>"#,
+        );
+        let (f, doc) = presence_of("application/cpim-pidf+xml", &xpidf).unwrap();
+        assert_eq!(f, PresenceFormat::Xpidf);
+        assert_eq!(doc.entity, "sip:a@b");
+        let (f, _) = presence_of("Application/XPIDF+XML", &xpidf).unwrap();
+        assert_eq!(f, PresenceFormat::Xpidf);
+        // A foreign namespace is still an error.
+        let other = Bytes::from_static(br#"<presence xmlns="urn:x" entity="pres:a@b"/>"#);
+        assert_eq!(
+            presence_of("application/pidf+xml", &other),
+            Err(BodyError::WrongNamespace {
+                found: "urn:x".into()
+            })
+        );
+        assert_eq!(
+            presence_of("text/plain", &pidf),
+            Err(BodyError::UnsupportedContentType("text/plain".into()))
+        );
+    }
+
+    #[test]
+    fn presence_of_message_cpim() {
+        let (bytes, inner) = cpim::tests::wrapped_pidf();
+        let (f, doc) = presence_of("message/cpim", &bytes).unwrap();
+        assert_eq!(f, PresenceFormat::Pidf);
+        assert_eq!(
+            doc,
+            PresenceDoc::parse(inner.as_bytes(), PresenceFormat::Pidf).unwrap()
+        );
+        assert_eq!(doc.entity, "pres:piglet@100akerwood.com");
+        // Nested once more.
+        let mut nested = b"From: <im:x@y>\r\n\r\nContent-Type: Message/CPIM\r\n\r\n".to_vec();
+        nested.extend_from_slice(&bytes);
+        let (f, doc2) = presence_of("Message/CPIM", &Bytes::from(nested)).unwrap();
+        assert_eq!((f, doc2), (PresenceFormat::Pidf, doc));
+        // Too deep.
+        let mut deep = bytes.to_vec();
+        for _ in 0..=MAX_CPIM_NESTING {
+            let mut outer = b"From: <im:x@y>\r\n\r\nContent-Type: message/cpim\r\n\r\n".to_vec();
+            outer.extend_from_slice(&deep);
+            deep = outer;
+        }
+        assert_eq!(
+            presence_of("message/cpim", &Bytes::from(deep)),
+            Err(BodyError::Cpim(cpim::CpimError::TooDeep {
+                limit: MAX_CPIM_NESTING
+            }))
+        );
+        // Inner entity without a Content-Type.
+        let bare = Bytes::from_static(b"From: <im:x@y>\r\n\r\n\r\n<presence/>");
+        assert_eq!(
+            presence_of("message/cpim", &bare),
+            Err(BodyError::Cpim(cpim::CpimError::MissingContentType))
+        );
+        // Malformed wrapper.
+        let broken =
+            Bytes::from_static(b"From: <im:x@y>\r\nContent-Type: application/pidf+xml\r\n");
+        assert!(matches!(
+            presence_of("message/cpim", &broken),
+            Err(BodyError::Cpim(cpim::CpimError::MissingBlankLine { .. }))
+        ));
+    }
+}

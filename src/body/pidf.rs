@@ -45,7 +45,7 @@
 //!    addresses; contact = address `uri` + `priority` (ignored if not a
 //!    qvalue); `<note>` children of the address become tuple notes.
 //!
-//! In both shapes ids made unique by appending `-2`, `-3`, ... if needed.
+//! In both shapes, ids are made unique by appending `-2`, `-3`, ... if needed.
 //! Status mapping: `open` → [`Basic::Open`]; `closed` → [`Basic::Closed`]
 //! (ASCII case-insensitive); any other value (`inuse`, `inactive`, `busy`,
 //! `Away from keyboard`, ...) → [`Basic::Closed`] *plus* a tuple [`Note`]

@@ -175,12 +175,48 @@ fn qname_prefix(v: &str) -> Option<&str> {
     (ncname(p) && ncname(l)).then_some(p)
 }
 
+/// XML 1.0 (5th ed.) §2.3 NameStartChar, without ':'.
+fn is_name_start(c: char) -> bool {
+    matches!(c,
+        'A'..='Z' | '_' | 'a'..='z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{F6}'
+        | '\u{F8}'..='\u{2FF}' | '\u{370}'..='\u{37D}' | '\u{37F}'..='\u{1FFF}'
+        | '\u{200C}'..='\u{200D}' | '\u{2070}'..='\u{218F}' | '\u{2C00}'..='\u{2FEF}'
+        | '\u{3001}'..='\u{D7FF}' | '\u{F900}'..='\u{FDCF}' | '\u{FDF0}'..='\u{FFFD}'
+        | '\u{10000}'..='\u{EFFFF}')
+}
+
+/// XML 1.0 (5th ed.) §2.3 NameChar, without ':'.
+fn is_name_char(c: char) -> bool {
+    is_name_start(c)
+        || matches!(c, '-' | '.' | '0'..='9' | '\u{B7}' | '\u{300}'..='\u{36F}' | '\u{203F}'..='\u{2040}')
+}
+
+fn is_ncname(s: &str) -> bool {
+    let mut cs = s.chars();
+    matches!(cs.next(), Some(c) if is_name_start(c)) && cs.all(is_name_char)
+}
+
+/// Namespaces in XML 1.0 §4 QName: `NCName` or `NCName ':' NCName`.
+fn check_qname(raw: &[u8], offset: usize) -> Result<(), BodyError> {
+    let name = utf8(raw, offset)?;
+    let ok = match name.split_once(':') {
+        Some((p, l)) => is_ncname(p) && is_ncname(l),
+        None => is_ncname(name),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(not_well_formed(format!("invalid name {name:?}"), offset))
+    }
+}
+
 fn build_element(
     reader: &NsReader<&[u8]>,
     e: &BytesStart<'_>,
     offset: usize,
 ) -> Result<Element, BodyError> {
     let qname = e.name();
+    check_qname(qname.into_inner(), offset)?;
     let (prefix, local) = {
         let (local, prefix) = qname.decompose();
         let prefix = match prefix {
@@ -195,6 +231,7 @@ fn build_element(
     let mut attrs = Vec::new();
     for a in e.attributes() {
         let a = a.map_err(|err| not_well_formed(format!("bad attribute: {err}"), offset))?;
+        check_qname(a.key.into_inner(), offset)?;
         let value = a
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|err| not_well_formed(format!("bad attribute value: {err}"), offset))?;
@@ -513,6 +550,10 @@ fn hoistable(root: &Element) -> Vec<(Option<String>, String)> {
             None => uses.push((p.to_owned(), ns.to_owned())),
         }
     };
+    // Declarations inside the subtree only veto hoisting (a prefix rebound
+    // to another namespace somewhere); they are never hoisted themselves, so
+    // that a second serialization of our own output is identical.
+    let mut declared: Vec<(String, String)> = Vec::new();
     let mut stack = vec![root];
     while let Some(el) = stack.pop() {
         if let (Some(p), Some(ns)) = (el.prefix.as_deref(), el.ns.as_deref()) {
@@ -525,7 +566,7 @@ fn hoistable(root: &Element) -> Vec<(Option<String>, String)> {
         }
         for (p, u) in &el.decls {
             if let Some(p) = p {
-                note(p, u, &mut uses);
+                declared.push((p.clone(), u.clone()));
             }
         }
         // Reverse so the stack pops children in document order.
@@ -539,6 +580,7 @@ fn hoistable(root: &Element) -> Vec<(Option<String>, String)> {
         .filter(|(p, u)| {
             !u.is_empty()
                 && !conflicted.contains(p)
+                && !declared.iter().any(|(q, v)| q == p && v != u)
                 && !root
                     .decls
                     .iter()

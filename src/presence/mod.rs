@@ -17,6 +17,8 @@ pub mod records;
 mod registrar;
 
 use crate::body::{PresenceDoc, PresenceFormat};
+use crate::cpim::CpimResponse;
+use crate::delivery::{Adapter, Staged};
 use crate::sip::{Message, Method, Uri};
 use crate::store::{Batch, Store, StoreError, Tree};
 use crate::transaction::{ClientError, ServerTransaction, TransactionLayer};
@@ -71,6 +73,8 @@ pub fn entity_of(aor: &str) -> String {
 #[derive(Default)]
 pub(crate) struct Effects {
     pub batch: Batch,
+    /// Adapter deliveries in `batch`, released once it is durable.
+    pub staged: Vec<Staged>,
     pub reply: Option<(ServerTransaction, Message)>,
     pub notifies: Vec<OutNotify>,
     /// The presentity to reload from the store if the commit fails.
@@ -104,6 +108,24 @@ pub(crate) enum Command {
     },
     Reload(String),
     Snapshot(oneshot::Sender<Snapshot>),
+    CpimSubscribe {
+        watcher: String,
+        target: String,
+        aor: String,
+        duration: Option<u32>,
+        trans_id: String,
+        reply: oneshot::Sender<CpimResponse>,
+    },
+    CpimUnsubscribe {
+        watcher: String,
+        target: String,
+        trans_id: String,
+        reply: oneshot::Sender<CpimResponse>,
+    },
+    Fetch {
+        aor: String,
+        reply: oneshot::Sender<(PresenceDoc, Bytes)>,
+    },
 }
 
 /// A read-only view for tests and the admin API.
@@ -129,6 +151,7 @@ impl PresenceAgent {
         store: Arc<dyn Store>,
         layer: TransactionLayer,
         resolver: Arc<Resolver>,
+        adapter: Adapter,
     ) -> Result<PresenceAgent, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut agent = Agent {
@@ -136,6 +159,7 @@ impl PresenceAgent {
             store,
             layer,
             resolver,
+            adapter,
             presentities: HashMap::new(),
             subs: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -156,6 +180,56 @@ impl PresenceAgent {
                 let _ = st.respond(resp).await;
             });
         }
+    }
+
+    /// A CPIM watcher subscribes to a local presentity (`aor`); served here
+    /// without a SIP hop. `watcher`/`target` are kept as the adapter sent them.
+    pub async fn cpim_subscribe(
+        &self,
+        watcher: &str,
+        target: &str,
+        aor: &str,
+        duration: Option<u32>,
+        trans_id: &str,
+    ) -> CpimResponse {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::CpimSubscribe {
+            watcher: watcher.to_owned(),
+            target: target.to_owned(),
+            aor: aor.to_owned(),
+            duration,
+            trans_id: trans_id.to_owned(),
+            reply,
+        });
+        rx.await
+            .unwrap_or_else(|_| CpimResponse::failure(trans_id, 503, "Service Unavailable"))
+    }
+
+    pub async fn cpim_unsubscribe(
+        &self,
+        watcher: &str,
+        target: &str,
+        trans_id: &str,
+    ) -> CpimResponse {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::CpimUnsubscribe {
+            watcher: watcher.to_owned(),
+            target: target.to_owned(),
+            trans_id: trans_id.to_owned(),
+            reply,
+        });
+        rx.await
+            .unwrap_or_else(|_| CpimResponse::failure(trans_id, 503, "Service Unavailable"))
+    }
+
+    /// The composed document of a local presentity, and its PIDF rendering.
+    pub async fn fetch(&self, aor: &str) -> Option<(PresenceDoc, Bytes)> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Fetch {
+            aor: aor.to_owned(),
+            reply,
+        });
+        rx.await.ok()
     }
 
     pub async fn snapshot(&self) -> Snapshot {
@@ -193,6 +267,7 @@ pub(crate) struct Agent {
     pub store: Arc<dyn Store>,
     pub layer: TransactionLayer,
     pub resolver: Arc<Resolver>,
+    pub adapter: Adapter,
     pub presentities: HashMap<String, Presentity>,
     pub subs: HashMap<String, Sub>,
     pub timers: BinaryHeap<Reverse<(i64, TimerKey)>>,
@@ -320,6 +395,47 @@ impl Agent {
                     tracing::error!(error = %e, "reload failed");
                 }
             }
+            Command::CpimSubscribe {
+                watcher,
+                target,
+                aor,
+                duration,
+                trans_id,
+                reply,
+            } => {
+                let (resp, fx) = self.cpim_subscribe(&watcher, &target, &aor, duration, &trans_id);
+                self.run_effects_then(fx, move || {
+                    let _ = reply.send(resp);
+                });
+            }
+            Command::CpimUnsubscribe {
+                watcher,
+                target,
+                trans_id,
+                reply,
+            } => {
+                let id = cpim_sub_id(&watcher, &target);
+                let mut fx = Effects::default();
+                let resp = if self.subs.contains_key(&id) {
+                    self.terminate(&id, "timeout", &mut fx);
+                    CpimResponse::success(&trans_id, None)
+                } else {
+                    CpimResponse::failure(&trans_id, 481, "Subscription Does Not Exist")
+                };
+                self.run_effects_then(fx, move || {
+                    let _ = reply.send(resp);
+                });
+            }
+            Command::Fetch { aor, reply } => {
+                let body = self.rendered(&aor, PresenceFormat::Pidf);
+                let doc = self.presentities[&aor]
+                    .cache
+                    .as_ref()
+                    .map(|(d, _)| d.clone())
+                    .expect("rendered fills the cache");
+                self.gc(&aor);
+                let _ = reply.send((doc, body));
+            }
             Command::Snapshot(tx) => {
                 let _ = tx.send(Snapshot {
                     registrations: self.presentities.values().map(|p| p.bindings.len()).sum(),
@@ -356,9 +472,16 @@ impl Agent {
 
     /// Commits, then answers and notifies (never before durability).
     fn run_effects(&self, fx: Effects) {
+        self.run_effects_then(fx, || {});
+    }
+
+    /// As `run_effects`, calling `done` once the batch is durable.
+    fn run_effects_then(&self, fx: Effects, done: impl FnOnce() + Send + 'static) {
         if fx.batch.is_empty() && fx.reply.is_none() && fx.notifies.is_empty() {
+            done();
             return;
         }
+        let adapter = self.adapter.clone();
         let store = self.store.clone();
         let layer = self.layer.clone();
         let resolver = self.resolver.clone();
@@ -369,6 +492,12 @@ impl Agent {
             } else {
                 store.commit(fx.batch).await
             };
+            if committed.is_ok() {
+                adapter.release(fx.staged);
+                done();
+            } else {
+                adapter.abandon(fx.staged);
+            }
             if let Err(e) = committed {
                 tracing::error!(error = %e, "store commit failed");
                 if let Some((st, _)) = fx.reply {
@@ -444,6 +573,11 @@ impl Agent {
             self.presentities.remove(aor);
         }
     }
+}
+
+/// The id of a CPIM watcher's subscription.
+pub(crate) fn cpim_sub_id(watcher: &str, target: &str) -> String {
+    format!("cpim;{watcher};{target}")
 }
 
 /// Sends one NOTIFY and classifies the result (RFC 6665 §4.2.2).

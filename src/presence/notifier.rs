@@ -1,9 +1,12 @@
 //! The notifier (RFC 6665 §4.2, RFC 3856 §6): SUBSCRIBE handling, NOTIFY
 //! generation, subscription expiry.
 
-use super::records::{SubStatus, SubscriptionRecord};
-use super::{Agent, Effects, NotifyOutcome, OutNotify, Sub, TimerKey, aor_key, encode, now_ms};
+use super::records::{CpimWatcher, SubStatus, SubscriptionRecord};
+use super::{
+    Agent, Effects, NotifyOutcome, OutNotify, Sub, TimerKey, aor_key, cpim_sub_id, encode, now_ms,
+};
 use crate::body::{PresenceFormat, negotiate};
+use crate::cpim::{CpimResponse, NotifyRequest, Presence, tuples_view};
 use crate::dialog::{Dialog, dialog_id};
 use crate::sip::{HeaderName, Method, Scheme, SubState, SubscriptionState};
 use crate::store::Tree;
@@ -140,6 +143,7 @@ impl Agent {
             expires_at: now_ms() + i64::from(granted) * 1000,
             format: format.content_type().into(),
             status: SubStatus::Active,
+            cpim: None,
         };
         let id = rec.id.clone();
         self.timers.push(Reverse((
@@ -238,6 +242,12 @@ impl Agent {
     /// latest state).
     pub(crate) fn notify_or_defer(&mut self, id: &str, fx: &mut Effects) {
         let Some(sub) = self.subs.get(id) else { return };
+        if let Some(c) = sub.rec.cpim.clone() {
+            // A CPIM watcher: the state goes to the adapter queue, in order.
+            let aor = sub.rec.presentity.clone();
+            self.stage_cpim(&aor, &c, None, None, fx);
+            return;
+        }
         if sub.in_flight {
             if let Some(s) = self.subs.get_mut(id) {
                 s.dirty = true;
@@ -282,6 +292,12 @@ impl Agent {
         let aor = sub.rec.presentity.clone();
         if let Some(p) = self.presentities.get_mut(&aor) {
             p.watchers.remove(id);
+        }
+        if let Some(c) = sub.rec.cpim.clone() {
+            self.stage_cpim(&aor, &c, Some("terminated"), Some(reason), fx);
+            fx.batch.delete(Tree::Subscriptions, id.as_bytes().to_vec());
+            self.gc(&aor);
+            return;
         }
         let format =
             PresenceFormat::from_content_type(&sub.rec.format).unwrap_or(PresenceFormat::Pidf);
@@ -334,6 +350,117 @@ impl Agent {
             }
         }
         fx
+    }
+}
+
+impl Agent {
+    /// Queues the presentity's state for a CPIM watcher.
+    fn stage_cpim(
+        &mut self,
+        aor: &str,
+        c: &CpimWatcher,
+        state: Option<&str>,
+        reason: Option<&str>,
+        fx: &mut Effects,
+    ) {
+        let body = self.rendered(aor, PresenceFormat::Pidf);
+        let tuples = self
+            .presentities
+            .get(aor)
+            .and_then(|p| p.cache.as_ref())
+            .map(|(d, _)| tuples_view(d));
+        let n = NotifyRequest {
+            watcher: c.watcher.clone(),
+            target: c.target.clone(),
+            trans_id: Some(c.trans_id.clone()),
+            presence: Presence {
+                content_type: Some(PresenceFormat::Pidf.content_type().to_owned()),
+                body: Some(String::from_utf8_lossy(&body).into_owned()),
+                tuples,
+            },
+            state: state.map(str::to_owned),
+            reason: reason.map(str::to_owned),
+        };
+        let payload = serde_json::to_value(&n).expect("serializes");
+        let staged = self
+            .adapter
+            .stage(&mut fx.batch, &c.watcher, &c.target, "notify", payload);
+        fx.staged.push(staged);
+    }
+
+    /// A CPIM watcher subscribes to a local presentity (issue 6 §3).
+    pub(crate) fn cpim_subscribe(
+        &mut self,
+        watcher: &str,
+        target: &str,
+        aor: &str,
+        duration: Option<u32>,
+        trans_id: &str,
+    ) -> (CpimResponse, Effects) {
+        let mut fx = Effects {
+            aor: Some(aor.to_owned()),
+            ..Effects::default()
+        };
+        let id = cpim_sub_id(watcher, target);
+        let requested = duration.unwrap_or(self.settings.default_expires);
+        if requested == 0 {
+            // A fetch: one notification, nothing kept.
+            if self.subs.contains_key(&id) {
+                self.terminate(&id, "timeout", &mut fx);
+            } else {
+                let c = CpimWatcher {
+                    watcher: watcher.into(),
+                    target: target.into(),
+                    trans_id: trans_id.into(),
+                };
+                self.stage_cpim(aor, &c, Some("terminated"), Some("timeout"), &mut fx);
+                self.gc(aor);
+            }
+            return (CpimResponse::success(trans_id, Some(0)), fx);
+        }
+        let granted = requested.clamp(self.settings.min_expires, self.settings.max_expires);
+        let expires_at = now_ms() + i64::from(granted) * 1000;
+        match self.subs.get_mut(&id) {
+            Some(sub) => sub.rec.expires_at = expires_at,
+            None => {
+                let rec = SubscriptionRecord {
+                    id: id.clone(),
+                    presentity: aor.to_owned(),
+                    watcher: watcher.to_owned(),
+                    event: "presence".into(),
+                    event_id: None,
+                    dialog: Default::default(),
+                    expires_at,
+                    format: PresenceFormat::Pidf.content_type().into(),
+                    status: SubStatus::Active,
+                    cpim: Some(CpimWatcher {
+                        watcher: watcher.into(),
+                        target: target.into(),
+                        trans_id: trans_id.into(),
+                    }),
+                };
+                self.presentities
+                    .entry(aor.to_owned())
+                    .or_default()
+                    .watchers
+                    .insert(id.clone());
+                self.subs.insert(
+                    id.clone(),
+                    Sub {
+                        rec,
+                        in_flight: false,
+                        dirty: false,
+                    },
+                );
+            }
+        }
+        self.timers
+            .push(Reverse((expires_at, TimerKey::Subscription(id.clone()))));
+        let rec = self.subs[&id].rec.clone();
+        fx.batch
+            .put(Tree::Subscriptions, id.as_bytes().to_vec(), encode(&rec));
+        self.notify_or_defer(&id, &mut fx);
+        (CpimResponse::success(trans_id, Some(granted)), fx)
     }
 }
 

@@ -81,4 +81,16 @@ pub struct SubscriptionRecord {
     /// Content type of the documents this watcher gets.
     pub format: String,
     pub status: SubStatus,
+    /// A CPIM watcher served directly (no SIP dialog): notifications go
+    /// to the adapter queue (design §2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpim: Option<CpimWatcher>,
+}
+
+/// The CPIM side of a subscription: the identities as the adapter sent them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpimWatcher {
+    pub watcher: String,
+    pub target: String,
+    pub trans_id: String,
 }

@@ -15,6 +15,11 @@ pub mod salvage;
 pub mod uri;
 
 pub use error::{ParseError, ValueError};
+
+/// An RFC 3261 `token` character.
+pub fn grammar_token_char(b: u8) -> bool {
+    grammar::is_token_char(b)
+}
 pub use framing::{Limits, StreamParser, parse_datagram};
 pub use headers::{
     AuthValue, CSeq, Contacts, Event, NameAddr, RetryAfter, SubState, SubscriptionState, Transport,

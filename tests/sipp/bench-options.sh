@@ -54,6 +54,16 @@ gateway_cpu() {
     awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$GW_PID/stat"
 }
 
+# Datagrams the kernel dropped for lack of receive buffer: on the gateway's
+# UDP socket (the "drops" column of /proc/net/udp), and on the whole machine
+# (Udp RcvbufErrors in /proc/net/snmp). Both are counters: diff them.
+gateway_udp_drops() {
+    awk -v port="$(printf '%04X' "$GW_PORT")" '$2 == "0100007F:" port { print $NF; found = 1 } END { if (!found) print 0 }' /proc/net/udp
+}
+machine_udp_drops() {
+    awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+
 # Summarises one step: "sent ok failed retrans achieved_cps p50 p90 p99 max".
 summarise() {
     python3 - "$1" "$2" <<'PY'
@@ -86,8 +96,8 @@ print(sent, ok, sent - ok, retrans, "%.0f" % rate, pct(50), pct(90), pct(99),
 PY
 }
 
-table="| target calls/s | achieved calls/s | calls sent | successful | failed | retransmissions | p50 ms | p90 ms | p99 ms | max ms | gateway CPU (% of 1 core) |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+table="| target calls/s | achieved calls/s | calls sent | successful | failed | retransmissions | UDP drops: gateway / all | p50 ms | p90 ms | p99 ms | max ms | gateway CPU (% of 1 core) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 best=""
 for rate in "${rates[@]}"; do
     calls=$((rate * 5))
@@ -98,6 +108,8 @@ for rate in "${rates[@]}"; do
     lport=$(free_port)
     echo "== $rate calls/s: $calls calls" >&2
     cpu0=$(gateway_cpu)
+    gdrop0=$(gateway_udp_drops)
+    mdrop0=$(machine_udp_drops)
     t0=$(date +%s.%N)
     rc=0
     (cd "$step" && timeout -k 5 60 sipp "127.0.0.1:$GW_PORT" -sf bench-options.xml \
@@ -113,6 +125,7 @@ for rate in "${rates[@]}"; do
         tail -n 20 "$GW_LOG" | indent >&2
         exit 1
     fi
+    drops="$(($(gateway_udp_drops) - gdrop0)) / $(($(machine_udp_drops) - mdrop0))"
     cpu=$(awk -v a="$cpu0" -v b="$(gateway_cpu)" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.0f", 100 * (b - a) / (t1 - t0) }')
     if [[ ! -s "$step/stat.csv" ]]; then
         echo "error: sipp wrote no statistics (exit $rc); its output:" >&2
@@ -120,8 +133,8 @@ for rate in "${rates[@]}"; do
         exit 1
     fi
     read -r sent ok failed retrans achieved p50 p90 p99 max < <(summarise "$step/stat.csv" "$step/bench-options_*_rtt.csv")
-    table+=$'\n'"| $rate | $achieved | $sent | $ok | $failed | $retrans | $p50 | $p90 | $p99 | $max | $cpu |"
-    echo "   sipp exit $rc: sent $sent, ok $ok, failed $failed, retrans $retrans, $achieved calls/s, p50/p90/p99 $p50/$p90/$p99 ms, gateway CPU $cpu%" >&2
+    table+=$'\n'"| $rate | $achieved | $sent | $ok | $failed | $retrans | $drops | $p50 | $p90 | $p99 | $max | $cpu |"
+    echo "   sipp exit $rc: sent $sent, ok $ok, failed $failed, retrans $retrans, UDP drops $drops, $achieved calls/s, p50/p90/p99 $p50/$p90/$p99 ms, gateway CPU $cpu%" >&2
     if ((failed > 0 || rc != 0 || sent < calls)); then
         echo "   stop: failures at $rate calls/s (see $step/errors.log)" >&2
         break

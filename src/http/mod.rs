@@ -1,0 +1,266 @@
+//! The HTTP side (design §4): the CPIM API for adapters, `/openapi.json`,
+//! and health endpoints. Every error is JSON:
+//! `{"error": {"code": "...", "message": "..."}}`; a malformed request
+//! changes nothing.
+
+use crate::cpim::{
+    CpimResponse, NotifyRequest, Presence, Status, SubscribeRequest, TupleView, UnsubscribeRequest,
+};
+use crate::gateway::{ApiError, Gateway};
+use crate::presence::{PresenceAgent, aor_key};
+use crate::sip::{Scheme, Uri};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use std::sync::Arc;
+use utoipa::{OpenApi, ToSchema};
+
+/// Largest request body accepted (a presence document with room to spare).
+pub const MAX_BODY: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Gateway,
+    pub presence: PresenceAgent,
+    /// Bearer token for `/cpim` and `/admin`; `None`: open.
+    pub token: Option<Arc<str>>,
+    pub local_domains: Arc<[String]>,
+}
+
+/// The error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code, e.g. `invalid_json`, `invalid_uri`.
+    pub code: String,
+    pub message: String,
+}
+
+/// An error answer; the one place API failures become HTTP statuses.
+pub struct HttpError(StatusCode, &'static str, String);
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.1.to_owned(),
+                message: self.2,
+            },
+        };
+        (self.0, axum::Json(body)).into_response()
+    }
+}
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> HttpError {
+        match e {
+            ApiError::BadRequest(m) => HttpError(StatusCode::BAD_REQUEST, "invalid_request", m),
+            ApiError::Unavailable(m) => {
+                HttpError(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+        }
+    }
+}
+
+/// The JSON body of a request: content type checked, size limited, parsed
+/// strictly (unknown fields refused).
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, HttpError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case("application/json")
+    {
+        return Err(HttpError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected application/json".into(),
+        ));
+    }
+    let body = body.map_err(|e| HttpError(e.status(), "invalid_body", e.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| HttpError(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}
+
+#[utoipa::path(post, path = "/cpim/v1/subscribe", request_body = SubscribeRequest,
+    responses((status = 200, description = "CPIM outcome (success, failure, indeterminate)", body = CpimResponse),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn subscribe(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<CpimResponse>, HttpError> {
+    let req: SubscribeRequest = json_body(&headers, body)?;
+    Ok(axum::Json(s.gateway.subscribe(req).await?))
+}
+
+#[utoipa::path(post, path = "/cpim/v1/unsubscribe", request_body = UnsubscribeRequest,
+    responses((status = 200, body = CpimResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn unsubscribe(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<CpimResponse>, HttpError> {
+    let req: UnsubscribeRequest = json_body(&headers, body)?;
+    Ok(axum::Json(s.gateway.unsubscribe(req).await?))
+}
+
+#[utoipa::path(post, path = "/cpim/v1/notify", request_body = NotifyRequest,
+    responses((status = 200, body = CpimResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn notify(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<CpimResponse>, HttpError> {
+    let req: NotifyRequest = json_body(&headers, body)?;
+    Ok(axum::Json(s.gateway.notify(req).await?))
+}
+
+#[utoipa::path(get, path = "/cpim/v1/presence/{presentity}",
+    params(("presentity" = String, Path, description = "A local presentity URI, percent-encoded (pres:alice@example.com)")),
+    responses((status = 200, description = "The composed PIDF document", content_type = "application/pidf+xml", body = String),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn presence(
+    State(s): State<AppState>,
+    Path(presentity): Path<String>,
+) -> Result<Response, HttpError> {
+    let uri = Uri::parse_str(&presentity).map_err(|e| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            "invalid_uri",
+            format!("{presentity}: {}", e.reason),
+        )
+    })?;
+    let host = uri.host.as_ref().map(|h| h.canonical()).unwrap_or_default();
+    if !matches!(
+        uri.scheme,
+        Scheme::Pres | Scheme::Sip | Scheme::Sips | Scheme::Im
+    ) || !s
+        .local_domains
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case(&host))
+    {
+        return Err(HttpError(
+            StatusCode::NOT_FOUND,
+            "not_local",
+            format!("{presentity} is not a local presentity"),
+        ));
+    }
+    let (_, body) = s.presence.fetch(&aor_key(&uri)).await.ok_or_else(|| {
+        HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "presence agent stopped".into(),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/pidf+xml")], body).into_response())
+}
+
+async fn openapi() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        ApiDoc::openapi().to_pretty_json().unwrap_or_default(),
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+/// Bearer-token check for `/cpim` and `/admin` (RFC 6750).
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+        if !ok {
+            let mut r = HttpError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong bearer token".into(),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "sip-cpim-gateway CPIM API", description = "The adapter contract of design §4: CPIM subscribe, unsubscribe and notify as JSON over HTTP."),
+    paths(subscribe, unsubscribe, notify, presence),
+    components(schemas(SubscribeRequest, UnsubscribeRequest, NotifyRequest, Presence, TupleView, CpimResponse, Status, ErrorBody, ErrorDetail)),
+    modifiers(&Security)
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = openapi.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The router of the HTTP listener.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/cpim/v1/subscribe", post(subscribe))
+        .route("/cpim/v1/unsubscribe", post(unsubscribe))
+        .route("/cpim/v1/notify", post(notify))
+        .route("/cpim/v1/presence/{presentity}", get(presence))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .merge(api)
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .fallback(|| async {
+            HttpError(StatusCode::NOT_FOUND, "not_found", "no such route".into())
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
