@@ -70,7 +70,7 @@ enum Cmd {
     /// The final response (or failure) of a SUBSCRIBE the gateway sent.
     SubscribeDone {
         key: PendingKey,
-        outcome: Result<Message, u16>,
+        outcome: Result<Box<Message>, u16>,
     },
     /// The adapter's answer to a SIP watcher's SUBSCRIBE (§7.1).
     AdapterAnswered {
@@ -480,7 +480,7 @@ impl Actor {
                     for t in targets {
                         match layer.send_request(m.clone(), t).await {
                             Ok(resp) => {
-                                out = Ok(resp);
+                                out = Ok(Box::new(resp));
                                 break;
                             }
                             Err(e) => out = Err(e.status_code()),
@@ -541,6 +541,7 @@ impl Actor {
                     Ok(t) if !t.is_empty() => layer
                         .send_request(m, t[0].clone())
                         .await
+                        .map(Box::new)
                         .map_err(|e| e.status_code()),
                     _ => Err(404),
                 };
@@ -549,7 +550,7 @@ impl Actor {
         });
     }
 
-    fn subscribe_done(&mut self, key: PendingKey, outcome: Result<Message, u16>) {
+    fn subscribe_done(&mut self, key: PendingKey, outcome: Result<Box<Message>, u16>) {
         let Some(mut p) = self.pending.remove(&key) else {
             return;
         };
@@ -1360,7 +1361,7 @@ impl Actor {
     }
 
     fn expire_due(&mut self, id: &str, at: i64) {
-        if !self.dialogs.get(id).is_some_and(|e| e.rec.expires_at == at) {
+        if self.dialogs.get(id).is_none_or(|e| e.rec.expires_at != at) {
             return;
         }
         // The SIP watcher did not refresh: CPIM unsubscribe, final NOTIFY.
