@@ -2,6 +2,8 @@
 //! counting application handler, and a small test UA over UDP/TCP/TLS.
 #![allow(dead_code)]
 
+pub mod adapter;
+
 use bytes::Bytes;
 use sip_cpim_gateway::config::{ListenTransport, Listener};
 use sip_cpim_gateway::sip::{Limits, Message, Method, StreamParser, parse_datagram};

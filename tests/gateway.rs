@@ -1,0 +1,630 @@
+//! The CPIM ↔ SIP gateway end to end: a test adapter (axum) and a test SIP
+//! UA on loopback, one test per direction and outcome (seed §7.1, §7.2).
+
+mod support;
+
+use serde_json::{Value, json};
+use sip_cpim_gateway::config::{Config, StaticRoute};
+use sip_cpim_gateway::cpim::trans_id;
+use sip_cpim_gateway::server::Server;
+use sip_cpim_gateway::sip::{HeaderName, Message, Method, SubState};
+use sip_cpim_gateway::transport::Proto;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::adapter::{self, TestAdapter};
+use support::{TempDir, Ua, fix_length, pidf};
+
+const W: Duration = Duration::from_secs(5);
+
+struct Env {
+    server: Server,
+    adapter: TestAdapter,
+    /// The SIP side: presentity (sip.example.net) and watcher.
+    ua: Ua,
+    http: reqwest::Client,
+    _dir: TempDir,
+}
+
+async fn env(token: &str) -> Env {
+    let dir = TempDir::new("gw");
+    let adapter = TestAdapter::start().await;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let ua_addr = sock.local_addr().unwrap();
+    let mut cfg = Config::default();
+    cfg.sip.listen = vec!["udp:127.0.0.1:0".into()];
+    cfg.sip.local_domains = vec!["example.com".into()];
+    cfg.sip.cpim_domains = vec!["xmpp.example.org".into()];
+    cfg.sip.routes = vec![StaticRoute {
+        domain: "sip.example.net".into(),
+        next_hop: format!("udp:{ua_addr}"),
+    }];
+    cfg.sip.timers.t1_ms = 50; // Timer F = 3.2 s
+    cfg.cpim.listen = "127.0.0.1:0".into();
+    cfg.cpim.adapter_url = adapter.url();
+    cfg.cpim.adapter_timeout_ms = 1000;
+    cfg.cpim.retry_initial_ms = 50;
+    cfg.cpim.retry_max_ms = 200;
+    cfg.cpim.token = token.into();
+    cfg.presence.min_expires = 1;
+    cfg.store.path = dir.0.join("store").display().to_string();
+    let server = Server::start(&cfg).await.unwrap();
+    let ua = Ua {
+        sock,
+        addr: ua_addr,
+        server: server.local_addr(Proto::Udp).unwrap(),
+        n: Default::default(),
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Env {
+        server,
+        adapter,
+        ua,
+        http: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl Env {
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("http://{}{path}", self.server.http))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Starts a CPIM subscribe; the answer comes when the SIP side answers.
+    fn subscribe(
+        &self,
+        watcher: &str,
+        target: &str,
+        duration: u32,
+    ) -> tokio::task::JoinHandle<(u16, Value)> {
+        let http = self.http.clone();
+        let url = format!("http://{}/cpim/v1/subscribe", self.server.http);
+        let body = json!({"watcher": watcher, "target": target, "duration": duration});
+        tokio::spawn(async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap())
+        })
+    }
+
+    async fn next_request(&self) -> Message {
+        loop {
+            let m = self.ua.recv(W).await.expect("a request from the gateway");
+            if m.is_request() {
+                return m;
+            }
+        }
+    }
+
+    /// Answers `req` with `code`, To tag, Contact and Expires.
+    async fn answer(&self, req: &Message, code: u16, to_tag: &str, expires: u32) {
+        let mut r = Message::response_to(req, code, "");
+        let mut to = req.to().unwrap().clone();
+        if to.tag().is_none() {
+            to.set_tag(to_tag);
+        }
+        r.set_header(HeaderName::To, to.to_string());
+        r.push_header(HeaderName::Contact, format!("<sip:bob@{}>", self.ua.addr));
+        r.push_header(HeaderName::Expires, expires.to_string());
+        self.ua
+            .sock
+            .send_to(&r.to_bytes(), self.ua.server)
+            .await
+            .unwrap();
+    }
+
+    /// A NOTIFY from the SIP presentity in the dialog `sub` created.
+    fn notify_text(
+        &self,
+        sub: &Message,
+        to_tag: &str,
+        cseq: u32,
+        state: &str,
+        body: &str,
+    ) -> String {
+        let ruri = match sub.contacts().unwrap() {
+            sip_cpim_gateway::sip::Contacts::List(l) => l[0].uri.to_string(),
+            _ => panic!(),
+        };
+        let from = sub.from().unwrap();
+        fix_length(&format!(
+            "NOTIFY {ruri} SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: {};tag={to_tag}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {cseq} NOTIFY\r\nContact: <sip:bob@{{me}}>\r\nEvent: presence\r\nSubscription-State: {state}\r\nContent-Type: application/pidf+xml\r\n\r\n{body}",
+            sub.to().unwrap(),
+            from,
+            sub.call_id().unwrap(),
+        ))
+    }
+
+    async fn final_response(&self) -> Message {
+        loop {
+            let m = self.ua.recv(W).await.expect("a response");
+            if m.status().is_some_and(|c| c >= 200) {
+                return m;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cpim_subscribe_opens_a_sip_dialog_and_maps_the_answer() {
+    let e = env("").await;
+    let t = e.subscribe(
+        "pres:alice@xmpp.example.org",
+        "pres:bob@sip.example.net",
+        600,
+    );
+    let sub = e.next_request().await;
+    // The SUBSCRIBE of seed §7.2 / design §5, header by header.
+    assert_eq!(sub.method(), Some(&Method::Subscribe));
+    assert_eq!(
+        sub.request_uri().unwrap().to_string(),
+        "sip:bob@sip.example.net"
+    );
+    assert_eq!(
+        sub.from().unwrap().uri.to_string(),
+        "sip:alice@xmpp.example.org"
+    );
+    assert_eq!(sub.to().unwrap().uri.to_string(), "sip:bob@sip.example.net");
+    assert!(sub.to().unwrap().tag().is_none());
+    let tid = sub.from().unwrap().tag().unwrap().to_owned();
+    assert_eq!(tid.len(), 40, "From tag = transID");
+    assert_eq!(sub.cseq().unwrap().seq, 1);
+    assert!(sub.event().unwrap().unwrap().is("presence"));
+    assert_eq!(sub.expires().unwrap(), Some(600));
+    let accept = sub.header_value(&HeaderName::Accept).unwrap();
+    assert!(accept.contains("application/pidf+xml") && accept.contains("application/xpidf+xml"));
+    assert!(sub.has_header(&HeaderName::Contact) && sub.max_forwards() == Some(70));
+    // 202 → indeterminate, duration from the response's Expires.
+    e.answer(&sub, 202, "bobtag", 500).await;
+    let (code, v) = t.await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        v,
+        json!({"status": "indeterminate", "transID": tid, "duration": 500})
+    );
+
+    // A NOTIFY in the dialog → 200 to SIP, a CPIM notify to the adapter.
+    let body = pidf(
+        "pres:bob@sip.example.net",
+        "b1",
+        "open",
+        "on the phone",
+        "2026-11-22T10:00:00Z",
+    );
+    let text = e.notify_text(&sub, "bobtag", 1, "active;expires=500", &body);
+    e.ua.send(&text).await;
+    assert_eq!(e.final_response().await.status(), Some(200));
+    let calls = e.adapter.wait_calls("notify", 1, W).await;
+    let n = &calls[0];
+    assert_eq!(
+        n["watcher"], "pres:alice@xmpp.example.org",
+        "as the adapter sent it"
+    );
+    assert_eq!(n["target"], "pres:bob@sip.example.net");
+    assert_eq!(
+        n["presence"]["body"],
+        body.as_str(),
+        "the body exactly as received"
+    );
+    assert_eq!(n["presence"]["content_type"], "application/pidf+xml");
+    assert_eq!(n["presence"]["tuples"][0]["id"], "b1");
+    assert_eq!(n["presence"]["tuples"][0]["note"], "on the phone");
+    // transID computed as §7.1 from the NOTIFY.
+    let expected = trans_id(
+        sub.call_id().unwrap(),
+        "sip:alice@xmpp.example.org",
+        "sip:bob@sip.example.net",
+        1,
+        "bobtag",
+        &match sub.contacts().unwrap() {
+            sip_cpim_gateway::sip::Contacts::List(l) => l[0].uri.to_string(),
+            _ => unreachable!(),
+        },
+    );
+    assert_eq!(n["transID"], expected.as_str());
+
+    // terminated → delivered with its reason, state removed; then 481.
+    e.ua.send(&e.notify_text(&sub, "bobtag", 2, "terminated;reason=deactivated", &body))
+        .await;
+    assert_eq!(e.final_response().await.status(), Some(200));
+    let calls = e.adapter.wait_calls("notify", 2, W).await;
+    assert_eq!(calls[1]["state"], "terminated");
+    assert_eq!(calls[1]["reason"], "deactivated");
+    e.ua.send(&e.notify_text(&sub, "bobtag", 3, "active", &body))
+        .await;
+    assert_eq!(
+        e.final_response().await.status(),
+        Some(481),
+        "no dialog any more"
+    );
+}
+
+#[tokio::test]
+async fn cpim_subscribe_outcomes_200_403_and_timeout() {
+    let e = env("").await;
+    let t = e.subscribe("pres:alice@xmpp.example.org", "pres:ok@sip.example.net", 60);
+    let sub = e.next_request().await;
+    e.answer(&sub, 200, "t200", 60).await;
+    let (_, v) = t.await.unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["duration"].as_u64()),
+        (Some("success"), Some(60))
+    );
+
+    let t = e.subscribe("pres:alice@xmpp.example.org", "pres:no@sip.example.net", 60);
+    let sub = e.next_request().await;
+    e.answer(&sub, 403, "t403", 0).await;
+    let (_, v) = t.await.unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["code"].as_u64()),
+        (Some("failure"), Some(403))
+    );
+
+    let t = e.subscribe(
+        "pres:alice@xmpp.example.org",
+        "pres:silent@sip.example.net",
+        60,
+    );
+    let _ = e.next_request().await; // never answered: Timer F (64·T1)
+    let (_, v) = tokio::time::timeout(Duration::from_secs(10), t)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["code"].as_u64()),
+        (Some("failure"), Some(408))
+    );
+}
+
+#[tokio::test]
+async fn cpim_unsubscribe_known_and_unknown() {
+    let e = env("").await;
+    let t = e.subscribe(
+        "pres:alice@xmpp.example.org",
+        "pres:bob@sip.example.net",
+        600,
+    );
+    let sub = e.next_request().await;
+    e.answer(&sub, 200, "ut", 600).await;
+    t.await.unwrap();
+    let http = e.http.clone();
+    let url = format!("http://{}/cpim/v1/unsubscribe", e.server.http);
+    let t = tokio::spawn(async move {
+        let r = http.post(url).json(&json!({"watcher": "pres:alice@xmpp.example.org", "target": "pres:bob@sip.example.net"})).send().await.unwrap();
+        r.json::<Value>().await.unwrap()
+    });
+    let unsub = e.next_request().await;
+    assert_eq!(unsub.method(), Some(&Method::Subscribe));
+    assert_eq!(unsub.expires().unwrap(), Some(0));
+    assert_eq!(unsub.call_id(), sub.call_id());
+    assert_eq!(unsub.to().unwrap().tag(), Some("ut"));
+    assert_eq!(unsub.cseq().unwrap().seq, 2);
+    e.answer(&unsub, 200, "ut", 0).await;
+    assert_eq!(t.await.unwrap()["status"], "success");
+    // Unknown: failure and nothing sent.
+    let (_, v) = e
+        .post(
+            "/cpim/v1/unsubscribe",
+            json!({"watcher": "pres:x@xmpp.example.org", "target": "pres:y@sip.example.net"}),
+        )
+        .await;
+    assert_eq!(v["status"], "failure");
+    assert!(e.ua.recv(Duration::from_millis(400)).await.is_none());
+}
+
+fn watcher_subscribe(cseq: u32, expires: u32, to_tag: Option<&str>) -> String {
+    let to = match to_tag {
+        Some(t) => format!("<sip:carol@xmpp.example.org>;tag={t}"),
+        None => "<sip:carol@xmpp.example.org>".into(),
+    };
+    format!(
+        "SUBSCRIBE sip:carol@xmpp.example.org SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@sip.example.net>;tag=wb\r\nTo: {to}\r\nCall-ID: s2c-1\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:bob@{{me}}>\r\nEvent: presence\r\nExpires: {expires}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn sip_watcher_of_a_cpim_presentity() {
+    let e = env("").await;
+    let mut notifies = Vec::new();
+    let r =
+        e.ua.request(&watcher_subscribe(1, 600, None), &mut notifies)
+            .await;
+    // §7.1: 202, To-tag = transID, Contact = target, Expires = adapter duration.
+    assert_eq!(r.status(), Some(202));
+    let tid = r.to().unwrap().tag().unwrap().to_owned();
+    let calls = e.adapter.calls("subscribe");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["watcher"], "pres:bob@sip.example.net");
+    assert_eq!(calls[0]["target"], "pres:carol@xmpp.example.org");
+    assert_eq!(calls[0]["duration"], 600);
+    assert_eq!(calls[0]["transID"], tid.as_str());
+    assert_eq!(tid.len(), 40);
+    let c = r.contacts().unwrap();
+    let sip_cpim_gateway::sip::Contacts::List(c) = c else {
+        panic!()
+    };
+    assert_eq!(c[0].uri.to_string(), "sip:carol@xmpp.example.org");
+    assert_eq!(r.expires().unwrap(), Some(300));
+    // The immediate NOTIFY: active, no body yet.
+    let first = match notifies.pop() {
+        Some(m) => m,
+        None => e.ua.notify(W, 200).await.unwrap(),
+    };
+    assert_eq!(first.from().unwrap().tag(), Some(tid.as_str()));
+    assert_eq!(
+        first.subscription_state().unwrap().unwrap().state,
+        SubState::Active
+    );
+    assert!(first.body().is_empty());
+
+    // The adapter's notify → NOTIFY in the dialog with the body as sent.
+    let body = pidf(
+        "pres:carol@xmpp.example.org",
+        "c1",
+        "open",
+        "chatty",
+        "2026-11-22T10:00:00Z",
+    );
+    let e2 = &e;
+    let post = async move {
+        e2.post("/cpim/v1/notify", json!({"watcher": "pres:bob@sip.example.net", "target": "pres:carol@xmpp.example.org", "presence": {"content_type": "application/pidf+xml", "body": body}})).await
+    };
+    let (http_answer, n) = tokio::join!(post, e.ua.notify(W, 200));
+    assert_eq!(http_answer.1["status"], "success");
+    let n = n.unwrap();
+    assert_eq!(n.to().unwrap().uri.to_string(), "sip:bob@sip.example.net");
+    assert_eq!(n.from().unwrap().tag(), Some(tid.as_str()));
+    assert_eq!(n.call_id(), Some("s2c-1"));
+    assert!(n.cseq().unwrap().seq > first.cseq().unwrap().seq);
+    assert_eq!(
+        String::from_utf8_lossy(n.body()),
+        pidf(
+            "pres:carol@xmpp.example.org",
+            "c1",
+            "open",
+            "chatty",
+            "2026-11-22T10:00:00Z"
+        )
+    );
+    // No matching dialog: failure.
+    let (_, v) = e.post("/cpim/v1/notify", json!({"watcher": "pres:zed@sip.example.net", "target": "pres:carol@xmpp.example.org", "presence": {"tuples": [{"id": "x", "basic": "open"}]}})).await;
+    assert_eq!(v["status"], "failure");
+
+    // Expires 0 → CPIM unsubscribe with transID = the To-tag, final NOTIFY.
+    let mut notifies = Vec::new();
+    let r =
+        e.ua.request(&watcher_subscribe(2, 0, Some(&tid)), &mut notifies)
+            .await;
+    assert_eq!(r.status(), Some(200));
+    let un = e.adapter.wait_calls("unsubscribe", 1, W).await;
+    assert_eq!(un[0]["transID"], tid.as_str());
+    let last = match notifies.pop() {
+        Some(m) => m,
+        None => e.ua.notify(W, 200).await.unwrap(),
+    };
+    let ss = last.subscription_state().unwrap().unwrap();
+    assert_eq!(
+        (ss.state.clone(), ss.reason()),
+        (SubState::Terminated, Some("timeout"))
+    );
+}
+
+#[tokio::test]
+async fn sip_watcher_refused_or_adapter_down() {
+    let e = env("").await;
+    let mut n = Vec::new();
+    e.adapter
+        .shared
+        .subscribe_mode
+        .store(adapter::FAILURE, Ordering::SeqCst);
+    let r =
+        e.ua.request(
+            &watcher_subscribe(1, 600, None).replace("s2c-1", "s2c-f"),
+            &mut n,
+        )
+        .await;
+    assert_eq!(r.status(), Some(603));
+    let tid = e.adapter.calls("subscribe")[0]["transID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        r.to().unwrap().tag(),
+        Some(tid.as_str()),
+        "603 with the same To-tag"
+    );
+    e.adapter
+        .shared
+        .subscribe_mode
+        .store(adapter::HANG, Ordering::SeqCst);
+    let r =
+        e.ua.request(
+            &watcher_subscribe(1, 600, None).replace("s2c-1", "s2c-h"),
+            &mut n,
+        )
+        .await;
+    assert_eq!(r.status(), Some(480));
+    assert!(r.retry_after().unwrap().is_some());
+}
+
+#[tokio::test]
+async fn cpim_watcher_of_a_local_presentity_is_served_by_the_pa() {
+    let e = env("").await;
+    let (_, v) = e.post("/cpim/v1/subscribe", json!({"watcher": "pres:alice@xmpp.example.org", "target": "pres:dave@example.com", "duration": 600, "transID": "tx1"})).await;
+    assert_eq!(
+        (v["status"].as_str(), v["transID"].as_str()),
+        (Some("success"), Some("tx1"))
+    );
+    let calls = e.adapter.wait_calls("notify", 1, W).await;
+    assert_eq!(calls[0]["target"], "pres:dave@example.com");
+    assert!(
+        calls[0]["presence"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("entity=\"pres:dave@example.com\"")
+    );
+    // Dave publishes: the CPIM watcher hears of it.
+    let mut n = Vec::new();
+    let publish = format!(
+        "PUBLISH sip:dave@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:dave@example.com>;tag=d\r\nTo: <sip:dave@example.com>\r\nCall-ID: dp\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-Type: application/pidf+xml\r\n\r\n{}",
+        pidf(
+            "pres:dave@example.com",
+            "dv",
+            "open",
+            "lunch",
+            "2026-11-22T12:00:00Z"
+        )
+    );
+    assert_eq!(e.ua.request(&publish, &mut n).await.status(), Some(200));
+    let calls = e.adapter.wait_calls("notify", 2, W).await;
+    assert_eq!(calls[1]["presence"]["tuples"][0]["note"], "lunch");
+    // The fetch view of the same presentity.
+    let r = e
+        .http
+        .get(format!(
+            "http://{}/cpim/v1/presence/pres:dave@example.com",
+            e.server.http
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "application/pidf+xml");
+    assert!(r.text().await.unwrap().contains("lunch"));
+}
+
+#[tokio::test]
+async fn adapter_down_loses_nothing_and_keeps_order() {
+    let e = env("").await;
+    let t = e.subscribe(
+        "pres:alice@xmpp.example.org",
+        "pres:bob@sip.example.net",
+        600,
+    );
+    let sub = e.next_request().await;
+    e.answer(&sub, 200, "dt", 600).await;
+    t.await.unwrap();
+    e.adapter.shared.fail_notify.store(true, Ordering::SeqCst);
+    for i in 1..=5 {
+        let body = pidf(
+            "pres:bob@sip.example.net",
+            &format!("n{i}"),
+            "open",
+            "",
+            "2026-11-22T10:00:00Z",
+        );
+        e.ua.send(&e.notify_text(&sub, "dt", i, "active", &body))
+            .await;
+        assert_eq!(
+            e.final_response().await.status(),
+            Some(200),
+            "SIP side is answered while the adapter is down"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(e.adapter.calls("notify").is_empty());
+    assert_eq!(e.server.adapter.depth(), 5, "queued durably");
+    assert!(e.server.adapter.failures() > 0, "retried");
+    e.adapter.shared.fail_notify.store(false, Ordering::SeqCst);
+    let calls = e.adapter.wait_calls("notify", 5, W).await;
+    let ids: Vec<&str> = calls
+        .iter()
+        .map(|c| c["presence"]["tuples"][0]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["n1", "n2", "n3", "n4", "n5"]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(e.server.adapter.depth(), 0);
+}
+
+#[tokio::test]
+async fn http_errors_are_json_and_change_nothing() {
+    let e = env("").await;
+    let base = format!("http://{}", e.server.http);
+    let r = e
+        .http
+        .post(format!("{base}/cpim/v1/subscribe"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_json"
+    );
+    let (code, v) = e
+        .post(
+            "/cpim/v1/subscribe",
+            json!({"watcher": "alice", "target": "pres:bob@sip.example.net"}),
+        )
+        .await;
+    assert_eq!(code, 400);
+    assert!(v["error"]["message"].as_str().unwrap().contains("watcher"));
+    let (code, _) = e
+        .post(
+            "/cpim/v1/subscribe",
+            json!({"watcher": "pres:a@x.org", "target": "pres:b@y.org", "extra": 1}),
+        )
+        .await;
+    assert_eq!(code, 400, "unknown fields are refused");
+    let r = e
+        .http
+        .post(format!("{base}/cpim/v1/notify"))
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    assert!(
+        e.ua.recv(Duration::from_millis(300)).await.is_none(),
+        "nothing went out on SIP"
+    );
+    let r = e.http.get(format!("{base}/nope")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let api: Value = e
+        .http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in [
+        "/cpim/v1/subscribe",
+        "/cpim/v1/unsubscribe",
+        "/cpim/v1/notify",
+        "/cpim/v1/presence/{presentity}",
+    ] {
+        assert!(api["paths"][p].is_object(), "{p} documented");
+    }
+    assert!(api["components"]["schemas"]["CpimResponse"].is_object());
+}
+
+#[tokio::test]
+async fn bearer_token_protects_the_api() {
+    let e = env("s3cret").await;
+    let (code, v) = e
+        .post(
+            "/cpim/v1/unsubscribe",
+            json!({"watcher": "pres:a@xmpp.example.org", "target": "pres:b@sip.example.net"}),
+        )
+        .await;
+    assert_eq!(code, 401);
+    assert_eq!(v["error"]["code"], "unauthorized");
+    let r = e
+        .http
+        .post(format!("http://{}/cpim/v1/unsubscribe", e.server.http))
+        .bearer_auth("s3cret")
+        .json(&json!({"watcher": "pres:a@xmpp.example.org", "target": "pres:b@sip.example.net"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
