@@ -108,6 +108,7 @@ fn run(path: &std::path::Path) -> ExitCode {
                 proto.via_token().to_ascii_lowercase()
             );
         }
+        println!("CPIM HTTP listening: {}", server.http);
         println!("serving; SIGINT or SIGTERM stops");
         wait_for_signal().await;
         tracing::info!("shutting down");

@@ -26,6 +26,7 @@ struct Env {
 }
 
 async fn env(token: &str) -> Env {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = TempDir::new("gw");
     let adapter = TestAdapter::start().await;
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

@@ -46,6 +46,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 ensure_binary >&2
 start_gateway >&2
 
@@ -99,6 +100,7 @@ PY
 table="| target calls/s | achieved calls/s | calls sent | successful | failed | retransmissions | UDP drops: gateway / all | p50 ms | p90 ms | p99 ms | max ms | gateway CPU (% of 1 core) |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 best=""
+clean=""
 for rate in "${rates[@]}"; do
     calls=$((rate * 5))
     ((calls > 60000)) && calls=60000
@@ -143,7 +145,8 @@ for rate in "${rates[@]}"; do
         echo "   stop: achieved $achieved calls/s, under 90% of $rate" >&2
         break
     fi
-    best="$rate|$achieved|$p50|$p90|$p99"
+    best="$rate|$achieved|$p50|$p90|$p99|$retrans"
+    ((retrans == 0)) && clean="$rate"
     sleep 2
 done
 
@@ -152,10 +155,13 @@ stop_gateway >&2 || echo "warning: gateway exit status $GW_RC after SIGTERM" >&2
 echo "$table"
 echo
 if [[ -n "$best" ]]; then
-    IFS='|' read -r rate achieved p50 p90 p99 <<<"$best"
-    echo "Highest rate with zero failures: **$rate calls/s** (achieved $achieved/s): p50 $p50 ms, p90 $p90 ms, p99 $p99 ms."
+    IFS='|' read -r rate achieved p50 p90 p99 retrans <<<"$best"
+    echo "Highest rate with zero failures: **$rate calls/s** (achieved $achieved/s): p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, $retrans retransmissions."
+    if ((retrans > 0)); then
+        echo "Highest rate with zero failures and zero retransmissions: ${clean:-none} calls/s."
+    fi
 else
     echo "No step completed without failures."
 fi
 echo
-echo "SIPp and the gateway ran on the same $(nproc)-core machine over 127.0.0.1 UDP; response times are SIPp's (millisecond clock, coarse)."
+echo "SIPp and the gateway ran on the same $(nproc)-core machine over 127.0.0.1 UDP (load average $load0 before the run); response times are SIPp's (millisecond clock, coarse)."
