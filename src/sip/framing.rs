@@ -185,13 +185,18 @@ fn parse_head(head: Bytes, base: usize, limits: &Limits) -> Result<Head, ParseEr
                 limit: limits.max_line_bytes,
             });
         }
-        if headers.len() == limits.max_headers {
+        let field = header_field(&text, line, folded, base)?;
+        // The first Content-Length does not count towards the limit: the
+        // serializer always writes exactly one, so a message at the limit
+        // without one still prints to a message within it.
+        let free = field.name == HeaderName::ContentLength && content_length.is_none();
+        let counted = headers.len() - usize::from(content_length.is_some());
+        if !free && counted == limits.max_headers {
             return Err(ParseError::TooManyHeaders {
                 limit: limits.max_headers,
                 offset: base + line_start,
             });
         }
-        let field = header_field(&text, line, folded, base)?;
         if field.name == HeaderName::ContentLength {
             let v = h::decode_content_length(&field.value)
                 .map_err(|e| e.in_header(&field.name, field.offset as usize))?
@@ -619,6 +624,32 @@ mod tests {
         assert!(matches!(
             p.next_message(),
             Err(ParseError::MessageTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn header_limit_leaves_room_for_content_length() {
+        // Found by the fuzzer: 128 fields without Content-Length must print
+        // (with Content-Length added) to a message that parses again.
+        let mut m = b"OPTIONS sip:a SIP/2.0\r\n".to_vec();
+        for _ in 0..128 {
+            m.extend_from_slice(b"N:\r\n");
+        }
+        m.extend_from_slice(b"\r\n");
+        let limits = Limits::default();
+        let parsed = parse_datagram(Bytes::from(m), &limits).unwrap();
+        let again = parse_datagram(parsed.to_bytes(), &limits).expect("reparses");
+        assert_eq!(again.headers().len(), 129);
+        // Repeated Content-Lengths still count: 1 free + 128 counted is
+        // the most.
+        let mut m = b"OPTIONS sip:a SIP/2.0\r\n".to_vec();
+        for _ in 0..130 {
+            m.extend_from_slice(b"l: 0\r\n");
+        }
+        m.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            parse_datagram(Bytes::from(m), &limits),
+            Err(ParseError::TooManyHeaders { .. })
         ));
     }
 
