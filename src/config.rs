@@ -66,6 +66,8 @@ pub struct TransportSettings {
     pub connect_timeout_ms: u64,
     /// Requests larger than this go over TCP instead of UDP (RFC 3261 §18.1.1).
     pub udp_mtu_threshold: usize,
+    /// UDP socket receive buffer in bytes (capped by net.core.rmem_max).
+    pub udp_recv_buffer_bytes: usize,
 }
 
 impl Default for TransportSettings {
@@ -75,6 +77,7 @@ impl Default for TransportSettings {
             max_connections: 1024,
             connect_timeout_ms: 5000,
             udp_mtu_threshold: 1300,
+            udp_recv_buffer_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -88,6 +88,7 @@ impl Server {
             udp_mtu_threshold: cfg.sip.transport.udp_mtu_threshold,
             tls,
             advertise: (!cfg.sip.advertise.is_empty()).then(|| cfg.sip.advertise.clone()),
+            udp_recv_buffer: cfg.sip.transport.udp_recv_buffer_bytes,
         };
         let (in_tx, in_rx) = mpsc::channel(8192);
         let transport = TransportLayer::bind(tc, in_tx).await?;

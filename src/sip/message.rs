@@ -633,20 +633,24 @@ impl Message {
         }
         let mut wrote_length = false;
         for f in &self.headers {
-            out.extend_from_slice(f.name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
             if f.name == HeaderName::ContentLength {
                 if wrote_length {
                     // A repeated Content-Length is written once only.
-                    out.truncate(out.len() - f.name.as_str().len() - 2);
                     continue;
                 }
                 wrote_length = true;
-                let _ = write!(Adapter(out), "{}", self.body.len());
-            } else {
-                out.extend_from_slice(f.value.as_bytes());
+                let _ = write!(Adapter(out), "Content-Length: {}\r\n", self.body.len());
+                continue;
             }
-            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(f.name.as_str().as_bytes());
+            if f.value.is_empty() {
+                // An empty value (e.g. `Supported:`) without trailing space.
+                out.extend_from_slice(b":\r\n");
+            } else {
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(f.value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
         }
         if !wrote_length {
             let _ = write!(Adapter(out), "Content-Length: {}\r\n", self.body.len());

@@ -156,6 +156,8 @@ pub struct TransportConfig {
     pub tls: Option<tls::TlsSettings>,
     /// Host put in Via sent-by (and Contact); empty: the listener address.
     pub advertise: Option<String>,
+    /// UDP socket receive buffer (`SO_RCVBUF`), bytes.
+    pub udp_recv_buffer: usize,
 }
 
 pub use tls::TlsSettings;
@@ -207,7 +209,15 @@ impl TransportLayer {
         for l in &config.listeners {
             match l.transport {
                 ListenTransport::Udp => {
-                    let ep = udp::UdpEndpoint::bind(l.addr, config.limits, inbound.clone()).await?;
+                    let receivers = std::thread::available_parallelism().map_or(2, |n| n.get());
+                    let ep = udp::UdpEndpoint::bind(
+                        l.addr,
+                        config.limits,
+                        inbound.clone(),
+                        config.udp_recv_buffer,
+                        receivers,
+                    )
+                    .await?;
                     local.push((Proto::Udp, ep.local_addr()));
                     udp.push(ep);
                 }

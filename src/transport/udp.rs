@@ -1,5 +1,5 @@
 //! UDP: one socket per listener; every datagram is one message (RFC 3261
-//! §18.3), parsed on the receiving task.
+//! §18.3), parsed on the receiving tasks.
 
 use super::{Inbound, Proto, Source, TransportError};
 use crate::sip::{Limits, parse_datagram};
@@ -15,50 +15,44 @@ pub(super) struct UdpEndpoint {
 }
 
 impl UdpEndpoint {
+    /// Binds `addr` with a receive buffer of `recv_buffer` bytes (bursts of
+    /// datagrams wait there instead of being dropped by the kernel) and
+    /// starts `receivers` tasks reading it, so parsing uses every core.
     pub(super) async fn bind(
         addr: SocketAddr,
         limits: Limits,
         inbound: mpsc::Sender<Inbound>,
+        recv_buffer: usize,
+        receivers: usize,
     ) -> std::io::Result<Self> {
-        let socket = Arc::new(UdpSocket::bind(addr).await?);
-        let local = socket.local_addr()?;
-        let rx = socket.clone();
-        tokio::spawn(async move {
-            // A datagram can be at most 65,535 bytes; anything above the
-            // configured limit is refused by the parser before it allocates.
-            let mut buf = vec![0u8; 65_536];
-            loop {
-                let (n, peer) = match rx.recv_from(&mut buf).await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // ICMP errors surface here on some platforms; keep serving.
-                        tracing::debug!(error = %e, "udp recv error");
-                        continue;
-                    }
-                };
-                let source = Source {
-                    proto: Proto::Udp,
-                    peer,
-                    local,
-                    conn: None,
-                };
-                let bytes = Bytes::copy_from_slice(&buf[..n]);
-                let event = match parse_datagram(bytes.clone(), &limits) {
-                    Ok(msg) => Inbound::Message {
-                        msg: Box::new(msg),
-                        source,
-                    },
-                    Err(error) => Inbound::Malformed {
-                        bytes,
-                        error,
-                        source,
-                    },
-                };
-                if inbound.send(event).await.is_err() {
-                    return; // the layer above is gone: shutting down
-                }
+        let domain = if addr.is_ipv4() {
+            socket2::Domain::IPV4
+        } else {
+            socket2::Domain::IPV6
+        };
+        let raw = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        if recv_buffer > 0 {
+            // The kernel caps this at net.core.rmem_max: a smaller buffer is
+            // worth a note, not an error.
+            if let Err(e) = raw.set_recv_buffer_size(recv_buffer) {
+                tracing::warn!(error = %e, "cannot set the UDP receive buffer size");
             }
-        });
+            let granted = raw.recv_buffer_size().unwrap_or(0);
+            if granted < recv_buffer {
+                tracing::info!(
+                    requested = recv_buffer,
+                    granted,
+                    "UDP receive buffer capped by net.core.rmem_max"
+                );
+            }
+        }
+        raw.set_nonblocking(true)?;
+        raw.bind(&addr.into())?;
+        let socket = Arc::new(UdpSocket::from_std(raw.into())?);
+        let local = socket.local_addr()?;
+        for _ in 0..receivers.max(1) {
+            spawn_receiver(socket.clone(), local, limits, inbound.clone());
+        }
         Ok(UdpEndpoint { socket, local })
     }
 
@@ -73,4 +67,48 @@ impl UdpEndpoint {
             .map(|_| ())
             .map_err(|e| TransportError::Send(to, e.to_string()))
     }
+}
+
+fn spawn_receiver(
+    rx: Arc<UdpSocket>,
+    local: SocketAddr,
+    limits: Limits,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    tokio::spawn(async move {
+        // A datagram can be at most 65,535 bytes; anything above the
+        // configured limit is refused by the parser before it allocates.
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (n, peer) = match rx.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP errors surface here on some platforms; keep serving.
+                    tracing::debug!(error = %e, "udp recv error");
+                    continue;
+                }
+            };
+            let source = Source {
+                proto: Proto::Udp,
+                peer,
+                local,
+                conn: None,
+            };
+            let bytes = Bytes::copy_from_slice(&buf[..n]);
+            let event = match parse_datagram(bytes.clone(), &limits) {
+                Ok(msg) => Inbound::Message {
+                    msg: Box::new(msg),
+                    source,
+                },
+                Err(error) => Inbound::Malformed {
+                    bytes,
+                    error,
+                    source,
+                },
+            };
+            if inbound.send(event).await.is_err() {
+                return; // the layer above is gone: shutting down
+            }
+        }
+    });
 }

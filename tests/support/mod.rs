@@ -117,6 +117,7 @@ pub async fn start(opts: Opts) -> TestServer {
         udp_mtu_threshold: 1300,
         tls,
         advertise: None,
+        udp_recv_buffer: 1 << 20,
     };
     let (in_tx, in_rx) = mpsc::channel(1024);
     let transport = TransportLayer::bind(config, in_tx).await.unwrap();
