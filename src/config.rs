@@ -191,7 +191,14 @@ impl Default for PresenceConfig {
 pub struct AuthConfig {
     pub enabled: bool,
     pub realm: String,
+    /// Lines `user:realm:HA1` (32 hex digits: MD5; 64: SHA-256).
     pub credentials_file: String,
+    /// A nonce older than this gets `stale=true`.
+    pub nonce_ttl_s: u64,
+    /// A request whose Date is further than this from now is refused (seed §9.4).
+    pub date_skew_s: u64,
+    /// Listeners (as written in `sip.listen`) on a trusted network: no challenge.
+    pub trusted_listeners: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -200,6 +207,9 @@ impl Default for AuthConfig {
             enabled: false,
             realm: "example.com".into(),
             credentials_file: String::new(),
+            nonce_ttl_s: 300,
+            date_skew_s: 300,
+            trusted_listeners: vec![],
         }
     }
 }
@@ -317,6 +327,27 @@ impl Config {
                 format!("{:?} is not an IP address and port", self.cpim.listen),
             )
         })?;
+        if self.auth.enabled {
+            if self.auth.credentials_file.is_empty() {
+                return Err(invalid(
+                    "auth.credentials_file",
+                    "required when auth.enabled".into(),
+                ));
+            }
+            crate::auth::Credentials::load(
+                Path::new(&self.auth.credentials_file),
+                &self.auth.realm,
+            )
+            .map_err(|m| invalid("auth.credentials_file", m))?;
+        }
+        for t in &self.auth.trusted_listeners {
+            if !self.sip.listen.iter().any(|l| l == t) {
+                return Err(invalid(
+                    "auth.trusted_listeners",
+                    format!("{t:?} is not one of sip.listen"),
+                ));
+            }
+        }
         let t = &self.sip.timers;
         if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
             return Err(invalid(

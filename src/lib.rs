@@ -1,6 +1,7 @@
 //! sip-cpim-gateway: a SIP ↔ CPIM presence interworking gateway with an
 //! internal presence agent. See `docs/architecture.md` for the module map.
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod cpim;

@@ -176,9 +176,35 @@ impl Server {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
+        let auth = if cfg.auth.enabled {
+            let creds = crate::auth::Credentials::load(
+                std::path::Path::new(&cfg.auth.credentials_file),
+                &cfg.auth.realm,
+            )
+            .map_err(StartError::Config)?;
+            Some(Arc::new(crate::auth::Authenticator::new(
+                &cfg.auth.realm,
+                creds,
+                (cfg.auth.nonce_ttl_s * 1000) as i64,
+                (cfg.auth.date_skew_s * 1000) as i64,
+            )))
+        } else {
+            None
+        };
+        // Trusted listeners by their bound address (ports resolved).
+        let trusted: Vec<SocketAddr> = cfg
+            .auth
+            .trusted_listeners
+            .iter()
+            .filter_map(|t| cfg.sip.listen.iter().position(|l| l == t))
+            .filter_map(|i| transport.local_addrs().get(i).map(|(_, a)| *a))
+            .collect();
         let router = Router {
             presence: presence.clone(),
             gateway: gateway.clone(),
+            auth,
+            trusted: trusted.into(),
+            local_domains: cfg.sip.local_domains.clone().into(),
         };
         tokio::spawn(router.serve(app_rx));
         // Receive only once everything above is ready.

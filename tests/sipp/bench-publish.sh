@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# PUBLISH load benchmark (a script, not a test): SIPp sends initial PUBLISHes
+# (Event: presence, a small PIDF body, Expires 3600), each for a distinct
+# presentity, over UDP at rising rates against a release gateway on 127.0.0.1.
+#
+#   tests/sipp/bench-publish.sh                  # rates 1000 2000 4000 6000 8000
+#   tests/sipp/bench-publish.sh 500 3000 5000    # other rates (PUBLISH/s)
+#
+# Each step sends min(5 x rate, 60000) calls (-m), at most `rate` outstanding
+# (-l), with a 30 s cap (-timeout). A call succeeds only on a 200, which the
+# gateway sends once the publication is durable in its store (group commit).
+# One gateway serves every step; presentities are never reused (the step's
+# rate is part of the user part), so the store grows across steps as on a
+# real server. The run stops at the first step with a failed or unanswered
+# call, or whose achieved rate is below 90% of the target. Prints a markdown
+# table on stdout (progress on stderr); writes nothing into the repository.
+# BENCH_QUIET_WAIT=0 skips waiting for a quiet machine (default: up to 600 s).
+set -euo pipefail
+
+# shellcheck source=SCRIPTDIR/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
+
+if (($# > 0)); then rates=("$@"); else rates=(1000 2000 4000 6000 8000); fi
+check_rates "${rates[@]}"
+require_sipp
+bench_setup bench-publish
+
+ensure_binary >&2
+bench_wait_quiet >&2
+machine=$(bench_machine)
+bench_start_gateway >&2
+
+table="| target PUBLISH/s | achieved/s | sent | 200 OK | failed | retransmissions | UDP drops: gateway / all | p50 ms | p90 ms | p99 ms | max ms | gateway CPU (% of 1 core) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+best=""
+clean=""
+for rate in "${rates[@]}"; do
+    calls=$((rate * 5))
+    ((calls > 60000)) && calls=60000
+    step="$WORK/step-$rate"
+    mkdir -p "$step"
+    cp "$SIPP_DIR/bench-publish.xml" "$step/"
+    lport=$(free_port)
+    echo "== $rate PUBLISH/s: $calls calls" >&2
+    cpu0=$(gateway_cpu)
+    gdrop0=$(gateway_udp_drops)
+    mdrop0=$(machine_udp_drops)
+    t0=$(date +%s.%N)
+    rc=0
+    (cd "$step" && timeout -k 5 60 sipp "127.0.0.1:$GW_PORT" -sf bench-publish.xml \
+        -t u1 -i 127.0.0.1 -p "$lport" -key run "r$rate" \
+        -m "$calls" -r "$rate" -l "$rate" -timeout 30s \
+        -buff_size 4194304 \
+        -trace_rtt -rtt_freq 1 -trace_stat -stf stat.csv -fd 1 \
+        -trace_err -error_file errors.log -nostdin \
+        >screen.log 2>&1) || rc=$?
+    t1=$(date +%s.%N)
+    if ! gateway_alive; then
+        echo "error: the gateway died during the $rate PUBLISH/s step; its output:" >&2
+        tail -n 20 "$GW_LOG" | indent >&2
+        exit 1
+    fi
+    drops="$(($(gateway_udp_drops) - gdrop0)) / $(($(machine_udp_drops) - mdrop0))"
+    cpu=$(cpu_percent "$cpu0" "$(gateway_cpu)" "$t0" "$t1")
+    if [[ ! -s "$step/stat.csv" ]]; then
+        echo "error: sipp wrote no statistics (exit $rc); its output:" >&2
+        tail -n 20 "$step/screen.log" | indent >&2
+        exit 1
+    fi
+    read -r sent ok failed retrans achieved p50 p90 p99 max < <(sipp_summary "$step/stat.csv" "$step/bench-publish_*_rtt.csv" 1)
+    table+=$'\n'"| $rate | $achieved | $sent | $ok | $failed | $retrans | $drops | $p50 | $p90 | $p99 | $max | $cpu |"
+    echo "   sipp exit $rc: sent $sent, ok $ok, failed $failed, retrans $retrans, UDP drops $drops, $achieved/s, p50/p90/p99/max $p50/$p90/$p99/$max ms, gateway CPU $cpu%" >&2
+    if ((failed > 0 || rc != 0 || sent < calls)); then
+        echo "   stop: failures at $rate PUBLISH/s (see $step/errors.log)" >&2
+        BENCH_KEEP=1
+        break
+    fi
+    if ((achieved * 10 < rate * 9)); then
+        echo "   stop: achieved $achieved/s, under 90% of $rate" >&2
+        break
+    fi
+    best="$rate|$achieved|$p50|$p90|$p99|$retrans"
+    ((retrans == 0)) && clean="$rate"
+    sleep 2
+done
+
+store=$(du -sk "$GW_STORE" | cut -f1)
+stop_gateway >&2 || echo "warning: gateway exit status $GW_RC after SIGTERM" >&2
+
+echo "$table"
+echo
+if [[ -n "$best" ]]; then
+    IFS='|' read -r rate achieved p50 p90 p99 retrans <<<"$best"
+    echo "Highest rate with zero failures: **$rate PUBLISH/s** (achieved $achieved/s): p50 $p50 ms, p90 $p90 ms, p99 $p99 ms, $retrans retransmissions."
+    if ((retrans > 0)); then
+        echo "Highest rate with zero failures and zero retransmissions: ${clean:-none} PUBLISH/s."
+    fi
+else
+    echo "No step completed without failures."
+fi
+echo "Store on disk after the run: $store KiB."
+echo
+echo "SIPp and the gateway shared the machine over 127.0.0.1 UDP: $machine. Response times are SIPp's (millisecond clock, coarse)."
