@@ -215,7 +215,10 @@ async fn subscribe_status_codes() {
     let t = "sip:alice@example.com";
     let r = ua.request(&subscribe(t, "c1", 600, ""), &mut n).await;
     assert_eq!(r.status(), Some(489), "no Event header");
-    assert_eq!(r.header_value(&HeaderName::AllowEvents), Some("presence"));
+    assert_eq!(
+        r.header_value(&HeaderName::AllowEvents),
+        Some("presence, presence.winfo")
+    );
     let r = ua
         .request(
             &subscribe(t, "c2", 600, "Event: message-summary\r\n"),
@@ -530,4 +533,74 @@ async fn notify_answered_481_ends_the_subscription() {
             .is_none(),
         "no NOTIFY after 481"
     );
+}
+
+#[tokio::test]
+async fn watcher_info_shows_watchers_arrive_and_leave() {
+    let dir = TempDir::new("winfo");
+    let s = start(&dir, 1).await;
+    let gw = s.local_addr(Proto::Udp).unwrap();
+    let alice = Ua::new(gw).await;
+    let bob = Ua::new(gw).await;
+    let mut n = Vec::new();
+    let winfo = "SUBSCRIBE sip:alice@example.com SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=aw\r\nTo: <sip:alice@example.com>\r\nCall-ID: winfo1\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:alice@{me}>\r\nExpires: 600\r\nEvent: presence.winfo\r\nAccept: application/watcherinfo+xml\r\n\r\n";
+    let r = alice.request(winfo, &mut n).await;
+    assert_eq!(r.status(), Some(200));
+    let full = match n.pop() {
+        Some(m) => m,
+        None => alice.notify(W, 200).await.unwrap(),
+    };
+    assert_eq!(
+        full.header_value(&HeaderName::Event),
+        Some("presence.winfo")
+    );
+    assert_eq!(
+        full.content_type().unwrap().unwrap().essence_str(),
+        "application/watcherinfo+xml"
+    );
+    assert!(
+        body(&full).contains("version=\"0\" state=\"full\""),
+        "{}",
+        body(&full)
+    );
+    assert!(body(&full).contains("resource=\"sip:alice@example.com\" package=\"presence\""));
+
+    // Bob subscribes: Alice sees him arrive (partial state, version 1).
+    let r = bob
+        .request(
+            &subscribe("sip:alice@example.com", "bobw", 600, "Event: presence\r\n"),
+            &mut n,
+        )
+        .await;
+    assert_eq!(r.status(), Some(200));
+    let arrived = alice.notify(W, 200).await.expect("winfo NOTIFY");
+    let b = body(&arrived);
+    assert!(b.contains("version=\"1\" state=\"partial\""), "{b}");
+    assert!(
+        b.contains("status=\"active\" event=\"subscribe\">sip:bob@example.com</watcher>"),
+        "{b}"
+    );
+
+    // Bob leaves: terminated, event timeout (version 2).
+    let to_tag = r.to().unwrap().tag().unwrap().to_owned();
+    let unsub = format!(
+        "SUBSCRIBE sip:alice@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=bob1\r\nTo: <sip:alice@example.com>;tag={to_tag}\r\nCall-ID: bobw\r\nCSeq: 2 SUBSCRIBE\r\nContact: <sip:bob@{{me}}>\r\nExpires: 0\r\nEvent: presence\r\n\r\n"
+    );
+    assert_eq!(bob.request(&unsub, &mut n).await.status(), Some(200));
+    let left = alice.notify(W, 200).await.expect("winfo NOTIFY");
+    let b = body(&left);
+    assert!(b.contains("version=\"2\" state=\"partial\""), "{b}");
+    assert!(
+        b.contains("status=\"terminated\" event=\"timeout\">sip:bob@example.com</watcher>"),
+        "{b}"
+    );
+
+    // Only the presentity may watch its watchers (RFC 3857 §5.2).
+    let snoop = winfo
+        .replace(
+            "<sip:alice@example.com>;tag=aw",
+            "<sip:carol@example.com>;tag=cw",
+        )
+        .replace("winfo1", "winfo2");
+    assert_eq!(bob.request(&snoop, &mut n).await.status(), Some(403));
 }

@@ -8,6 +8,7 @@
 
 pub mod cpim;
 pub mod pidf;
+pub mod winfo;
 mod xml;
 
 pub use pidf::{Basic, Contact, Note, PresenceDoc, PresenceFormat, Tuple, XmlFragment, negotiate};

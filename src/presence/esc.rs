@@ -54,7 +54,7 @@ impl Agent {
             Ok(Some(e)) if e.is("presence") => {}
             Ok(_) => {
                 let mut r = st.reply(489, "Bad Event");
-                r.push_header(HeaderName::AllowEvents, super::notifier::PACKAGES);
+                r.push_header(HeaderName::AllowEvents, "presence");
                 return Effects {
                     reply: Some((st, r)),
                     ..Effects::default()

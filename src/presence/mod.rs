@@ -164,6 +164,7 @@ impl PresenceAgent {
             subs: HashMap::new(),
             timers: BinaryHeap::new(),
             self_tx: tx.clone(),
+            winfo_partial: HashMap::new(),
         };
         agent.load()?;
         tokio::spawn(agent.run(rx));
@@ -250,7 +251,10 @@ pub(crate) struct Sub {
 pub(crate) struct Presentity {
     pub bindings: Vec<BindingRecord>,
     pub publications: Vec<(PublicationRecord, PresenceDoc)>,
+    /// Subscriptions to the presence package.
     pub watchers: BTreeSet<String>,
+    /// Subscriptions to its watcher information (`presence.winfo`).
+    pub winfo: BTreeSet<String>,
     /// The composed document and its renderings, until the next change.
     pub cache: Option<(PresenceDoc, Vec<(PresenceFormat, Bytes)>)>,
 }
@@ -272,6 +276,8 @@ pub(crate) struct Agent {
     pub subs: HashMap<String, Sub>,
     pub timers: BinaryHeap<Reverse<(i64, TimerKey)>>,
     pub self_tx: mpsc::UnboundedSender<Command>,
+    /// Partial watcherinfo state waiting for a winfo subscription's NOTIFY.
+    pub winfo_partial: HashMap<String, Vec<crate::body::winfo::WatcherEntry>>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(tree: Tree, v: &[u8]) -> Result<T, StoreError> {
@@ -323,11 +329,12 @@ impl Agent {
                 s.expires_at,
                 TimerKey::Subscription(s.id.clone()),
             )));
-            self.presentities
-                .entry(s.presentity.clone())
-                .or_default()
-                .watchers
-                .insert(s.id.clone());
+            let p = self.presentities.entry(s.presentity.clone()).or_default();
+            if s.event == "presence.winfo" {
+                p.winfo.insert(s.id.clone());
+            } else {
+                p.watchers.insert(s.id.clone());
+            }
             self.subs.insert(
                 s.id.clone(),
                 Sub {
@@ -568,7 +575,10 @@ impl Agent {
     /// Removes a presentity entry that no longer holds anything.
     pub(crate) fn gc(&mut self, aor: &str) {
         if self.presentities.get(aor).is_some_and(|p| {
-            p.bindings.is_empty() && p.publications.is_empty() && p.watchers.is_empty()
+            p.bindings.is_empty()
+                && p.publications.is_empty()
+                && p.watchers.is_empty()
+                && p.winfo.is_empty()
         }) {
             self.presentities.remove(aor);
         }

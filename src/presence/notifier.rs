@@ -5,6 +5,7 @@ use super::records::{CpimWatcher, SubStatus, SubscriptionRecord};
 use super::{
     Agent, Effects, NotifyOutcome, OutNotify, Sub, TimerKey, aor_key, cpim_sub_id, encode, now_ms,
 };
+use crate::body::winfo::{self, WatcherEntry, WatcherInfo, WatcherStatus};
 use crate::body::{PresenceFormat, negotiate};
 use crate::cpim::{CpimResponse, NotifyRequest, Presence, tuples_view};
 use crate::dialog::{Dialog, dialog_id};
@@ -14,7 +15,7 @@ use crate::transaction::ServerTransaction;
 use std::cmp::Reverse;
 
 /// Event packages this notifier serves.
-pub(crate) const PACKAGES: &str = "presence";
+pub(crate) const PACKAGES: &str = "presence, presence.winfo";
 
 impl Agent {
     pub(crate) fn is_local(&self, host: &str) -> bool {
@@ -35,7 +36,7 @@ impl Agent {
         };
         // RFC 6665 §4.2.1.1 / §8.2.1: Event must name a package we serve.
         match req.event() {
-            Ok(Some(e)) if e.is("presence") => {}
+            Ok(Some(e)) if e.is("presence") || e.is("presence.winfo") => {}
             Ok(_) => {
                 let mut r = st.reply(489, "Bad Event");
                 r.push_header(HeaderName::AllowEvents, PACKAGES);
@@ -68,22 +69,54 @@ impl Agent {
             return reject(st, 404, "Not Found");
         }
         let aor = aor_key(&ruri);
-        let format = match req.accept() {
-            Ok(a) => match negotiate(a.as_deref()) {
-                Some(f) => f,
-                None => {
-                    let mut r = st.reply(406, "Not Acceptable");
-                    r.push_header(
-                        HeaderName::Accept,
-                        "application/pidf+xml, application/cpim-pidf+xml, application/xpidf+xml",
-                    );
-                    return Effects {
-                        reply: Some((st, r)),
-                        ..Effects::default()
-                    };
-                }
-            },
-            Err(e) => return reject(st, 400, &e.reason_phrase()),
+        let winfo = req
+            .event()
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.is("presence.winfo"));
+        let watcher_aor = req.from().map(|f| aor_key(&f.uri)).unwrap_or_default();
+        let content_type: String = if winfo {
+            // RFC 3857 §5.2: only the presentity may see its watchers.
+            if watcher_aor != aor {
+                return reject(st, 403, "Forbidden");
+            }
+            let acceptable = match req.accept() {
+                Ok(None) => true,
+                Ok(Some(list)) => list.iter().any(|m| {
+                    (m.type_() == mime::STAR || m.type_() == mime::APPLICATION)
+                        && (m.subtype() == mime::STAR
+                            || m.subtype() == "watcherinfo" && m.suffix() == Some(mime::XML))
+                }),
+                Err(e) => return reject(st, 400, &e.reason_phrase()),
+            };
+            if !acceptable {
+                let mut r = st.reply(406, "Not Acceptable");
+                r.push_header(HeaderName::Accept, winfo::CONTENT_TYPE);
+                return Effects {
+                    reply: Some((st, r)),
+                    ..Effects::default()
+                };
+            }
+            winfo::CONTENT_TYPE.to_owned()
+        } else {
+            let format = match req.accept() {
+                Ok(a) => match negotiate(a.as_deref()) {
+                    Some(f) => f,
+                    None => {
+                        let mut r = st.reply(406, "Not Acceptable");
+                        r.push_header(
+                            HeaderName::Accept,
+                            "application/pidf+xml, application/cpim-pidf+xml, application/xpidf+xml",
+                        );
+                        return Effects {
+                            reply: Some((st, r)),
+                            ..Effects::default()
+                        };
+                    }
+                },
+                Err(e) => return reject(st, 400, &e.reason_phrase()),
+            };
+            format.content_type().to_owned()
         };
         let requested = expires.unwrap_or(self.settings.default_expires);
         if requested != 0 && requested < self.settings.min_expires {
@@ -119,11 +152,19 @@ impl Agent {
         if granted == 0 {
             // A fetch (RFC 3856 §6.4, OMA flow 2.3): one NOTIFY with the
             // state, terminated; nothing is kept.
-            let body = self.rendered(&aor, format);
+            let body = self.document(&aor, &content_type, 0, None);
             let state =
                 SubscriptionState::new(SubState::Terminated).with_param("reason", "timeout");
             let mut msg = dialog.request(Method::Notify, &self.settings.contact);
-            decorate(&mut msg, event_id.as_deref(), &state, format, body);
+            let package = if winfo { "presence.winfo" } else { "presence" };
+            decorate(
+                &mut msg,
+                package,
+                event_id.as_deref(),
+                &state,
+                &content_type,
+                body,
+            );
             fx.notifies.push(OutNotify {
                 sub_id: dialog.id(),
                 next_hop: dialog.next_hop(),
@@ -137,24 +178,31 @@ impl Agent {
             id: dialog.id(),
             presentity: aor.clone(),
             watcher,
-            event: "presence".into(),
+            event: if winfo {
+                "presence.winfo".into()
+            } else {
+                "presence".into()
+            },
             event_id,
             dialog,
             expires_at: now_ms() + i64::from(granted) * 1000,
-            format: format.content_type().into(),
+            format: content_type,
             status: SubStatus::Active,
             cpim: None,
+            winfo_version: 0,
         };
         let id = rec.id.clone();
         self.timers.push(Reverse((
             rec.expires_at,
             TimerKey::Subscription(id.clone()),
         )));
-        self.presentities
-            .entry(aor)
-            .or_default()
-            .watchers
-            .insert(id.clone());
+        let p = self.presentities.entry(aor.clone()).or_default();
+        if winfo {
+            p.winfo.insert(id.clone());
+        } else {
+            p.watchers.insert(id.clone());
+        }
+        let entry = (!winfo).then(|| winfo_entry(&rec, "subscribe"));
         self.subs.insert(
             id.clone(),
             Sub {
@@ -166,6 +214,9 @@ impl Agent {
         fx.reply = Some((st, resp));
         // The immediate NOTIFY (RFC 6665 §4.2.1.2); it also persists the record.
         self.notify_or_defer(&id, &mut fx);
+        if let Some(e) = entry {
+            self.winfo_changed(&aor, vec![e], &mut fx);
+        }
         fx
     }
 
@@ -255,11 +306,13 @@ impl Agent {
             return;
         }
         let aor = sub.rec.presentity.clone();
-        let format =
-            PresenceFormat::from_content_type(&sub.rec.format).unwrap_or(PresenceFormat::Pidf);
-        let body = self.rendered(&aor, format);
+        let content_type = sub.rec.format.clone();
+        let version = sub.rec.winfo_version;
+        let partial = self.winfo_partial.remove(id);
+        let body = self.document(&aor, &content_type, version, partial);
         let contact = self.settings.contact.clone();
         let sub = self.subs.get_mut(id).expect("checked above");
+        sub.rec.winfo_version += 1;
         let remaining = ((sub.rec.expires_at - now_ms()).max(0) / 1000) as u32;
         let state = SubscriptionState::new(match sub.rec.status {
             SubStatus::Active => SubState::Active,
@@ -267,7 +320,14 @@ impl Agent {
         })
         .with_param("expires", remaining);
         let mut msg = sub.rec.dialog.request(Method::Notify, &contact);
-        decorate(&mut msg, sub.rec.event_id.as_deref(), &state, format, body);
+        decorate(
+            &mut msg,
+            &sub.rec.event,
+            sub.rec.event_id.as_deref(),
+            &state,
+            &content_type,
+            body,
+        );
         sub.in_flight = true;
         sub.dirty = false;
         // The CSeq just used is persisted before the NOTIFY leaves.
@@ -292,6 +352,19 @@ impl Agent {
         let aor = sub.rec.presentity.clone();
         if let Some(p) = self.presentities.get_mut(&aor) {
             p.watchers.remove(id);
+            p.winfo.remove(id);
+        }
+        if sub.rec.event == "presence" {
+            // The presentity's winfo subscribers learn it (RFC 3857 §3.4.2).
+            let e = winfo_entry(&sub.rec, winfo_event(reason));
+            self.winfo_changed(
+                &aor,
+                vec![WatcherEntry {
+                    status: WatcherStatus::Terminated,
+                    ..e
+                }],
+                fx,
+            );
         }
         if let Some(c) = sub.rec.cpim.clone() {
             self.stage_cpim(&aor, &c, Some("terminated"), Some(reason), fx);
@@ -299,15 +372,22 @@ impl Agent {
             self.gc(&aor);
             return;
         }
-        let format =
-            PresenceFormat::from_content_type(&sub.rec.format).unwrap_or(PresenceFormat::Pidf);
-        let body = self.rendered(&aor, format);
+        self.winfo_partial.remove(id);
+        let content_type = sub.rec.format.clone();
+        let body = self.document(&aor, &content_type, sub.rec.winfo_version, None);
         let state = SubscriptionState::new(SubState::Terminated).with_param("reason", reason);
         let mut msg = sub
             .rec
             .dialog
             .request(Method::Notify, &self.settings.contact);
-        decorate(&mut msg, sub.rec.event_id.as_deref(), &state, format, body);
+        decorate(
+            &mut msg,
+            &sub.rec.event,
+            sub.rec.event_id.as_deref(),
+            &state,
+            &content_type,
+            body,
+        );
         fx.batch.delete(Tree::Subscriptions, id.as_bytes().to_vec());
         fx.notifies.push(OutNotify {
             sub_id: id.to_owned(),
@@ -336,7 +416,17 @@ impl Agent {
                 // The watcher is gone: remove without another NOTIFY.
                 tracing::info!(subscription = %id, "NOTIFY failed; subscription removed");
                 let aor = sub.rec.presentity.clone();
-                self.subs.remove(id);
+                if let Some(gone) = self.subs.remove(id) {
+                    if gone.rec.event == "presence" {
+                        let e = winfo_entry(&gone.rec, "timeout");
+                        let e = WatcherEntry {
+                            status: WatcherStatus::Terminated,
+                            ..e
+                        };
+                        self.winfo_changed(&gone.rec.presentity, vec![e], &mut fx);
+                    }
+                }
+                self.winfo_partial.remove(id);
                 if let Some(p) = self.presentities.get_mut(&aor) {
                     p.watchers.remove(id);
                 }
@@ -438,6 +528,7 @@ impl Agent {
                         target: target.into(),
                         trans_id: trans_id.into(),
                     }),
+                    winfo_version: 0,
                 };
                 self.presentities
                     .entry(aor.to_owned())
@@ -467,16 +558,110 @@ impl Agent {
 /// Event, Subscription-State and the body of a NOTIFY (RFC 6665 §8.2).
 fn decorate(
     msg: &mut crate::sip::Message,
+    package: &str,
     event_id: Option<&str>,
     state: &SubscriptionState,
-    format: PresenceFormat,
+    content_type: &str,
     body: bytes::Bytes,
 ) {
     let event = match event_id {
-        Some(id) => format!("presence;id={id}"),
-        None => "presence".to_owned(),
+        Some(id) => format!("{package};id={id}"),
+        None => package.to_owned(),
     };
     msg.push_header(HeaderName::Event, event);
     msg.push_header(HeaderName::SubscriptionState, state.to_string());
-    msg.set_body(format.content_type(), body);
+    msg.set_body(content_type, body);
+}
+
+/// A watcher as winfo shows it (RFC 3858 §4).
+fn winfo_entry(rec: &SubscriptionRecord, event: &'static str) -> WatcherEntry {
+    WatcherEntry {
+        id: crate::presence::compose::binding_tuple_id(&rec.id).replacen("reg-", "w", 1),
+        status: match rec.status {
+            SubStatus::Active => WatcherStatus::Active,
+            SubStatus::Pending => WatcherStatus::Pending,
+        },
+        event,
+        uri: rec.watcher.clone(),
+        duration_subscribed: None,
+    }
+}
+
+/// The winfo event for a termination reason (RFC 3857 §3.4.2).
+fn winfo_event(reason: &str) -> &'static str {
+    match reason {
+        "rejected" => "rejected",
+        "deactivated" => "deactivated",
+        "probation" => "probation",
+        "noresource" => "noresource",
+        "giveup" => "giveup",
+        _ => "timeout",
+    }
+}
+
+impl Agent {
+    /// The body a subscription gets: the presentity's document in the
+    /// negotiated format, or its watcher information (full, or the
+    /// `partial` entries).
+    pub(crate) fn document(
+        &mut self,
+        aor: &str,
+        content_type: &str,
+        version: u32,
+        partial: Option<Vec<WatcherEntry>>,
+    ) -> bytes::Bytes {
+        if content_type == winfo::CONTENT_TYPE {
+            let full = partial.is_none();
+            let watchers = match partial {
+                Some(p) => p,
+                None => self
+                    .presentities
+                    .get(aor)
+                    .map(|p| {
+                        p.watchers
+                            .iter()
+                            .filter_map(|id| self.subs.get(id))
+                            .map(|s| winfo_entry(&s.rec, "subscribe"))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let doc = WatcherInfo {
+                version,
+                full,
+                resource: aor.to_owned(),
+                package: "presence".into(),
+                watchers,
+            };
+            return bytes::Bytes::from(doc.render());
+        }
+        let format =
+            PresenceFormat::from_content_type(content_type).unwrap_or(PresenceFormat::Pidf);
+        self.rendered(aor, format)
+    }
+
+    /// Watchers of `aor` changed: partial state to each winfo subscriber
+    /// (full state when a NOTIFY is in flight and changes pile up).
+    pub(crate) fn winfo_changed(
+        &mut self,
+        aor: &str,
+        entries: Vec<WatcherEntry>,
+        fx: &mut Effects,
+    ) {
+        let ids: Vec<String> = self
+            .presentities
+            .get(aor)
+            .map(|p| p.winfo.iter().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            let in_flight = self.subs.get(&id).is_some_and(|s| s.in_flight);
+            if in_flight {
+                // Coalesced: the next NOTIFY carries full state.
+                self.winfo_partial.remove(&id);
+            } else {
+                self.winfo_partial.insert(id.clone(), entries.clone());
+            }
+            self.notify_or_defer(&id, fx);
+        }
+    }
 }

@@ -85,6 +85,9 @@ pub struct SubscriptionRecord {
     /// to the adapter queue (design §2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpim: Option<CpimWatcher>,
+    /// The `version` of the next watcherinfo document (RFC 3858 §4.2).
+    #[serde(default)]
+    pub winfo_version: u32,
 }
 
 /// The CPIM side of a subscription: the identities as the adapter sent them.

@@ -99,7 +99,7 @@ bench_restart_gateway() {
 bench_wait_quiet() {
     local max=${BENCH_QUIET_WAIT:-${1:-600}} limit=${BENCH_QUIET_LOAD:-1.0} t=0 busy load
     while :; do
-        busy=$(pgrep -f 'rustc|cargo|fuzz' 2>/dev/null | wc -l)
+        busy=$(pgrep -f -- '(^|/)(rustc|rustdoc|cargo|cargo-fuzz|cargo-clippy|clippy-driver)( |$)|-max_total_time=' 2>/dev/null | wc -l)
         load=$(cut -d' ' -f1 /proc/loadavg)
         if ((busy == 0)) && awk -v l="$load" -v m="$limit" 'BEGIN { exit !(l < m) }'; then
             log "== machine quiet: load $load, no rustc/cargo/fuzz process"

@@ -12,10 +12,11 @@
 # 200, otherwise the gateway retries and then removes the subscription).
 # Creation is bounded by BENCH_MEMORY_MAX_S (default 600 s): if N is not
 # reached by then, the figures are for the subscriptions that are active,
-# and the output says so. After the first reading the gateway is restarted on
-# the same store and measured again: that figure is the memory of the
-# subscriptions as reloaded, without what creating them left behind
-# (allocator fragmentation, finished transactions).
+# and the output says so. Readings: right after creation; again
+# BENCH_MEMORY_LINGER_S (default 40) s later, once finished transactions are
+# gone (RFC 3261 Timer J, 32 s); and after restarting the gateway on the same
+# store: the subscriptions as reloaded, without what creating them left behind
+# (finished transactions, allocator fragmentation).
 # Prints a markdown table on stdout (progress on stderr); writes nothing into
 # the repository. BENCH_QUIET_WAIT=0 skips waiting for a quiet machine.
 set -euo pipefail
@@ -79,6 +80,12 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(r["active"], r["failed"], r["unfinished"], r["setup_s"], r["setup_rate"])' "$WORK/ready.json")
 echo "== $active active ($failed failed, $unfinished unfinished) in ${setup_s}s; RSS $rss1 kB, store $store1 bytes" >&2
+# Completed server transactions linger 64 x T1 = 32 s (RFC 3261 Timer J):
+# measure again once they are gone.
+sleep "${BENCH_MEMORY_LINGER_S:-40}"
+rss1b=$(gateway_rss_kb)
+store1b=$(du -sb "$GW_STORE" | cut -f1)
+echo "== ${BENCH_MEMORY_LINGER_S:-40} s later: RSS $rss1b kB, store $store1b bytes" >&2
 
 # Restart on the same store: the subscriptions as reloaded.
 bench_restart_gateway >&2
@@ -105,6 +112,7 @@ echo "| measurement | subscriptions | gateway VmRSS | ΔRSS vs. start | bytes pe
 echo "|---|---:|---:|---:|---:|---:|---:|"
 echo "| gateway started, empty store | 0 | $rss0 kB | - | - | $store0 B | - |"
 echo "| after creating them (created at ${setup_rate}/s in ${setup_s} s) | $active | $rss1 kB | $((rss1 - rss0)) kB | **$(per "$rss0" "$rss1")** | $store1 B | $(awk -v a="$store0" -v b="$store1" -v n="$active" 'BEGIN { printf "%.0f", (b - a) / n }') |"
+echo "| ${BENCH_MEMORY_LINGER_S:-40} s later (finished transactions gone) | $active | $rss1b kB | $((rss1b - rss0)) kB | $(per "$rss0" "$rss1b") | $store1b B | $(awk -v a="$store0" -v b="$store1b" -v n="$active" 'BEGIN { printf "%.0f", (b - a) / n }') |"
 echo "| after a restart on the same store (reloaded) | $active | $rss2 kB | $((rss2 - rss0)) kB | $(per "$rss0" "$rss2") | $store2 B | $(awk -v a="$store0" -v b="$store2" -v n="$active" 'BEGIN { printf "%.0f", (b - a) / n }') |"
 echo
 if ((active < count)); then

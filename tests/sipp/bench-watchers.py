@@ -119,6 +119,7 @@ def main():
     ap.add_argument("--gw-pid", type=int, help="gateway PID, for its CPU use during fan-outs")
     ap.add_argument("--stop-file")
     ap.add_argument("--hold-max", type=float, default=600)
+    ap.add_argument("--hold-times-file", help="hold: kernel arrival time (ns) of each new NOTIFY, one a line")
     ap.add_argument("--json-out")
     a = ap.parse_args()
     if a.count < 1 or a.count > 1_000_000 or a.presentities < 1:
@@ -385,6 +386,9 @@ def main():
         while time.monotonic() < end and not (a.stop_file and os.path.exists(a.stop_file)):
             pump(0.05)
         hold = phase.get("hold_ns", [])
+        if a.hold_times_file:
+            with open(a.hold_times_file, "w") as f:
+                f.write("".join("%d\n" % t for t in hold))
         result.update({
             "hold_notifies": stats["notifies"] - before,
             "hold_dialogs_notified": len(after),
