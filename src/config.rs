@@ -20,12 +20,20 @@ pub enum ConfigError {
         line: usize,
         message: String,
     },
-    #[error("{path}: {key}: {message}")]
+    /// A value is not acceptable; `line` is 0 when the value is a default
+    /// or came from the environment.
+    #[error("{path}:{line}: {key}: {message}")]
     Invalid {
         path: PathBuf,
+        line: usize,
         key: String,
         message: String,
     },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    /// Several of the above, one per line.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Many(Vec<ConfigError>),
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -273,20 +281,33 @@ pub fn parse_listener(s: &str) -> Result<Listener, String> {
 }
 
 impl Config {
-    /// Reads and validates a file.
+    /// Reads a file, applies `GATEWAY__SECTION__KEY` environment
+    /// overrides, and validates; every problem is reported with its line.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let cfg = Self::parse(&text, path)?;
-        cfg.validate(path)?;
+        let cfg = Self::parse_with_env(&text, path, std::env::vars())?;
+        cfg.validate(path, &text)?;
         Ok(cfg)
     }
 
     /// Parses TOML text; syntax and unknown-key errors carry a line number.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| {
+        Self::parse_with_env(text, path, std::iter::empty())
+    }
+
+    /// Parses TOML text, then applies overrides from `vars` named
+    /// `GATEWAY__SECTION__KEY` (e.g. `GATEWAY__STORE__PATH=/tmp/x`,
+    /// `GATEWAY__SIP__TLS__CERT=…`). A value that parses as a TOML value
+    /// (number, boolean, array) is taken as such, anything else as a string.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let syntax = |e: toml::de::Error| {
             let line = e.span().map_or(0, |s| {
                 text[..s.start.min(text.len())].matches('\n').count() + 1
             });
@@ -294,6 +315,68 @@ impl Config {
                 path: path.to_owned(),
                 line,
                 message: e.message().to_owned(),
+            }
+        };
+        // The text alone first: its errors keep their line numbers.
+        let base: Config = toml::from_str(text).map_err(syntax)?;
+        let vars: Vec<(String, String)> =
+            vars.filter(|(k, _)| k.starts_with("GATEWAY__")).collect();
+        if vars.is_empty() {
+            return Ok(base);
+        }
+        let mut value: toml::Table = toml::from_str(text).map_err(syntax)?;
+        let mut from_env = Vec::new();
+        for (var, raw) in vars {
+            let Some(rest) = var.strip_prefix("GATEWAY__") else {
+                continue;
+            };
+            let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
+            if keys.iter().any(String::is_empty) {
+                return Err(ConfigError::Env {
+                    var,
+                    message: "empty key segment".into(),
+                });
+            }
+            let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(raw.clone()));
+            let mut table = &mut value;
+            for k in &keys[..keys.len() - 1] {
+                let entry = table
+                    .entry(k.clone())
+                    .or_insert_with(|| toml::Value::Table(Default::default()));
+                table = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => {
+                        return Err(ConfigError::Env {
+                            var,
+                            message: format!("{k} is not a section"),
+                        });
+                    }
+                };
+            }
+            table.insert(keys[keys.len() - 1].clone(), parsed);
+            from_env.push(var);
+        }
+        Config::deserialize(toml::Value::Table(value)).map_err(|e| {
+            // An error from a value that came from the environment names it.
+            match from_env.iter().find(|v| {
+                e.message().contains(
+                    &v["GATEWAY__".len()..]
+                        .to_ascii_lowercase()
+                        .replace("__", "."),
+                )
+            }) {
+                Some(v) => ConfigError::Env {
+                    var: v.clone(),
+                    message: e.message().to_owned(),
+                },
+                None if !from_env.is_empty() && e.span().is_none() => ConfigError::Env {
+                    var: from_env.join(", "),
+                    message: e.message().to_owned(),
+                },
+                None => syntax(e),
             }
         })
     }
@@ -304,94 +387,141 @@ impl Config {
     }
 
     /// Checks what the types alone cannot.
-    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            key: key.to_owned(),
-            message,
+    pub fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            errors.push(ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, key),
+                key: key.to_owned(),
+                message,
+            })
         };
-        let listeners = self.listeners().map_err(|m| invalid("sip.listen", m))?;
-        if listeners
-            .iter()
-            .any(|l| l.transport == ListenTransport::Tls)
-            && (self.sip.tls.cert.is_empty() || self.sip.tls.key.is_empty())
-        {
-            return Err(invalid(
-                "sip.tls",
-                "cert and key are required for a tls: listener".into(),
-            ));
+        let mut tls = false;
+        for l in &self.sip.listen {
+            match parse_listener(l) {
+                Ok(l) => tls |= l.transport == ListenTransport::Tls,
+                Err(m) => bad("sip.listen", format!("{l:?}: {m}")),
+            }
         }
-        self.cpim.listen.parse::<SocketAddr>().map_err(|_| {
-            invalid(
+        if tls {
+            for (key, file) in [
+                ("sip.tls.cert", &self.sip.tls.cert),
+                ("sip.tls.key", &self.sip.tls.key),
+            ] {
+                if file.is_empty() {
+                    bad(key, "required for a tls: listener".into());
+                } else if !Path::new(file).is_file() {
+                    bad(key, format!("{file:?} does not exist"));
+                }
+            }
+        }
+        if self.cpim.listen.parse::<SocketAddr>().is_err() {
+            bad(
                 "cpim.listen",
                 format!("{:?} is not an IP address and port", self.cpim.listen),
-            )
-        })?;
+            );
+        }
         if self.auth.enabled {
             if self.auth.credentials_file.is_empty() {
-                return Err(invalid(
-                    "auth.credentials_file",
-                    "required when auth.enabled".into(),
-                ));
-            }
-            crate::auth::Credentials::load(
+                bad("auth.credentials_file", "required when auth.enabled".into());
+            } else if let Err(m) = crate::auth::Credentials::load(
                 Path::new(&self.auth.credentials_file),
                 &self.auth.realm,
-            )
-            .map_err(|m| invalid("auth.credentials_file", m))?;
+            ) {
+                bad("auth.credentials_file", m);
+            }
         }
         for t in &self.auth.trusted_listeners {
             if !self.sip.listen.iter().any(|l| l == t) {
-                return Err(invalid(
+                bad(
                     "auth.trusted_listeners",
                     format!("{t:?} is not one of sip.listen"),
-                ));
+                );
             }
         }
         let t = &self.sip.timers;
         if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
-            return Err(invalid(
-                "sip.timers",
-                "need 0 < t1_ms <= t2_ms and t4_ms > 0".into(),
-            ));
+            bad("sip.timers", "need 0 < t1_ms <= t2_ms and t4_ms > 0".into());
         }
         if self.sip.transport.max_connections == 0 {
-            return Err(invalid(
-                "sip.transport.max_connections",
-                "must be at least 1".into(),
-            ));
+            bad("sip.transport.max_connections", "must be at least 1".into());
         }
-        crate::transport::Resolver::new(&self.sip.routes).map_err(|m| invalid("sip.routes", m))?;
+        if let Err(m) = crate::transport::Resolver::new(&self.sip.routes) {
+            bad("sip.routes", m);
+        }
         let p = &self.presence;
         if p.min_expires > p.default_expires || p.default_expires > p.max_expires {
-            return Err(invalid(
-                "presence",
+            bad(
+                "presence.default_expires",
                 "need min_expires <= default_expires <= max_expires".into(),
-            ));
+            );
         }
         if !matches!(
             p.default_policy.as_str(),
             "allow" | "block" | "polite-block" | "confirm"
         ) {
-            return Err(invalid(
+            bad(
                 "presence.default_policy",
                 "expected allow, block, polite-block or confirm".into(),
-            ));
+            );
         }
         if !matches!(p.subscribe_success_code, 200 | 202) {
-            return Err(invalid(
+            bad(
                 "presence.subscribe_success_code",
                 "expected 200 or 202".into(),
-            ));
+            );
         }
         if !matches!(self.cpim.sip_header_scheme.as_str(), "sip" | "pres") {
-            return Err(invalid(
+            bad(
                 "cpim.sip_header_scheme",
                 "expected \"sip\" or \"pres\"".into(),
-            ));
+            );
         }
-        Ok(())
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(ConfigError::Many(errors)),
+        }
     }
+}
+
+/// The line of `key` (`section.sub.leaf`) in `text`: the `leaf =` line
+/// inside its `[section.sub]` table, else the table header; 0 if absent
+/// (a default, or a value from the environment).
+pub fn line_of(text: &str, key: &str) -> usize {
+    let (section, leaf) = match key.rsplit_once('.') {
+        Some((s, l)) => (s, l),
+        None => ("", key),
+    };
+    let mut in_section = section.is_empty();
+    let mut header_line = 0;
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            in_section = h.trim() == section;
+            if in_section {
+                header_line = n + 1;
+            }
+            continue;
+        }
+        if in_section {
+            if let Some(rest) = t.strip_prefix(leaf) {
+                if rest.trim_start().starts_with('=') {
+                    return n + 1;
+                }
+            }
+        }
+    }
+    // `[presence]`-level keys like "presence" name the section itself.
+    if header_line == 0 {
+        for (n, line) in text.lines().enumerate() {
+            if line.trim() == format!("[{key}]") {
+                return n + 1;
+            }
+        }
+    }
+    header_line
 }
 
 #[cfg(test)]
@@ -417,6 +547,65 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let vars = vec![
+            (
+                "GATEWAY__STORE__PATH".to_string(),
+                "/tmp/elsewhere".to_string(),
+            ),
+            (
+                "GATEWAY__PRESENCE__MIN_EXPIRES".to_string(),
+                "5".to_string(),
+            ),
+            (
+                "GATEWAY__SIP__LISTEN".to_string(),
+                "[\"udp:127.0.0.1:5070\"]".to_string(),
+            ),
+            (
+                "GATEWAY__SIP__TLS__CERT".to_string(),
+                "/etc/x.pem".to_string(),
+            ),
+            ("UNRELATED".to_string(), "x".to_string()),
+        ];
+        let c = Config::parse_with_env(
+            "[store]\npath = \"./data\"\n",
+            Path::new("g.toml"),
+            vars.into_iter(),
+        )
+        .unwrap();
+        assert_eq!(c.store.path, "/tmp/elsewhere");
+        assert_eq!(c.presence.min_expires, 5);
+        assert_eq!(c.sip.listen, ["udp:127.0.0.1:5070"]);
+        assert_eq!(c.sip.tls.cert, "/etc/x.pem");
+        let e = Config::parse_with_env(
+            "",
+            Path::new("g.toml"),
+            vec![("GATEWAY__STORE__PAHT".to_string(), "x".to_string())].into_iter(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Env { .. }), "{e}");
+    }
+
+    #[test]
+    fn every_invalid_value_names_its_line() {
+        let text = "[sip]\nlisten = [\"udp:127.0.0.1:5060\", \"tls:127.0.0.1:5061\"]\n[sip.tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n[cpim]\nlisten = \"localhost:8080\"\n";
+        let c = Config::parse(text, Path::new("g.toml")).unwrap();
+        let e = c
+            .validate(Path::new("g.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("g.toml:4: sip.tls.cert: \"/nonexistent/cert.pem\" does not exist"),
+            "{e}"
+        );
+        assert!(e.contains("g.toml:5: sip.tls.key:"), "{e}");
+        assert!(
+            e.contains("g.toml:7: cpim.listen: \"localhost:8080\" is not an IP address and port"),
+            "{e}"
+        );
     }
 
     #[test]

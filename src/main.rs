@@ -112,6 +112,8 @@ fn run(path: &std::path::Path) -> ExitCode {
         println!("serving; SIGINT or SIGTERM stops");
         wait_for_signal().await;
         tracing::info!("shutting down");
+        server.shutdown(std::time::Duration::from_secs(5)).await;
+        println!("stopped: store flushed");
         ExitCode::SUCCESS
     })
 }

@@ -221,6 +221,20 @@ impl Server {
         })
     }
 
+    /// Graceful stop (SIGTERM/SIGINT): waits up to `grace` for client
+    /// transactions in flight (NOTIFYs, SUBSCRIBEs being answered), then
+    /// flushes the store. Subscriptions are not torn down: they resume at
+    /// the next start.
+    pub async fn shutdown(&self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.transactions.in_flight().0 > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Err(e) = self.store.flush() {
+            tracing::error!(error = %e, "store flush at shutdown failed");
+        }
+    }
+
     pub fn local_addr(&self, proto: Proto) -> Option<SocketAddr> {
         self.transport.local_addr(proto)
     }

@@ -298,6 +298,18 @@ sipp_report() {
     fi
 }
 
+# sipp_reason LABEL: one line saying why SIPp LABEL failed (its first error
+# event, without the timestamp and Call-ID), or its exit note.
+sipp_reason() {
+    local r
+    r=$(grep -m1 -E '^[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][[:space:]]' "$WORK/$1.errors.log" 2>/dev/null |
+        sed -E "s/^[^:]*:[^:]*:[^:]*: //; s/for Call-Id '[^']*': //; s/\r\$//" | cut -c1-200)
+    if [[ -z "$r" ]]; then
+        r=$(grep -m1 -iE 'timeout|error|exit' "$WORK/$1.screen.log" 2>/dev/null | cut -c1-200)
+    fi
+    echo "${r:-see $WORK/$1.screen.log}"
+}
+
 # sipp_wait LABEL...: waits for background SIPps (each bounded by its
 # timeouts); fails the case unless each exited 0 (its call succeeded).
 sipp_wait() {
@@ -311,7 +323,7 @@ sipp_wait() {
         if ((rc != 0)); then
             log "sipp $label exited $rc"
             sipp_report "$label"
-            fail "sipp $label: call failed"
+            fail "sipp $label: call failed: $(sipp_reason "$label")"
         fi
         step "sipp $label passed"
     done
