@@ -64,10 +64,9 @@ impl Dialog {
     pub fn uas(req: &Message, local_tag: &str) -> Result<Dialog, DialogError> {
         let from = req.from().ok_or(DialogError::Malformed("From"))?;
         let to = req.to().ok_or(DialogError::Malformed("To"))?;
-        let remote_tag = from
-            .tag()
-            .ok_or(DialogError::MissingTag("From"))?
-            .to_owned();
+        // RFC 3261 §12.1.1: a request without a From tag (RFC 2543 peers,
+        // the seed flows) gives a null remote tag.
+        let remote_tag = from.tag().unwrap_or("").to_owned();
         let target = contact_uri(req)?;
         let route_set = req
             .record_routes()
@@ -161,10 +160,14 @@ impl Dialog {
             HeaderName::From,
             format!("{};tag={}", self.local_uri, self.local_tag),
         );
-        m.push_header(
-            HeaderName::To,
-            format!("{};tag={}", self.remote_uri, self.remote_tag),
-        );
+        if self.remote_tag.is_empty() {
+            m.push_header(HeaderName::To, self.remote_uri.clone());
+        } else {
+            m.push_header(
+                HeaderName::To,
+                format!("{};tag={}", self.remote_uri, self.remote_tag),
+            );
+        }
         m.push_header(HeaderName::CallId, self.call_id.clone());
         m.push_header(HeaderName::CSeq, format!("{} {method}", self.local_cseq));
         m.push_header(HeaderName::Contact, contact.to_owned());
@@ -263,5 +266,20 @@ mod tests {
         let raw = "SUBSCRIBE sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP w;branch=z9hG4bK1\r\nFrom: <sip:w@example.com>;tag=wt\r\nTo: <sip:p@example.com>\r\nCall-ID: x\r\nCSeq: 1 SUBSCRIBE\r\nContent-Length: 0\r\n\r\n";
         let m = parse_datagram(bytes::Bytes::from(raw), &Limits::default()).unwrap();
         assert_eq!(Dialog::uas(&m, "t"), Err(DialogError::MissingContact));
+    }
+
+    #[test]
+    fn null_remote_tag_for_rfc2543_requests() {
+        let raw = "SUBSCRIBE sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP w;branch=z9hG4bK1\r\nFrom: <pres:user@example.com>\r\nTo: <pres:p@example.com>\r\nCall-ID: x\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:user@w.example.com>\r\nContent-Length: 0\r\n\r\n";
+        let m = parse_datagram(bytes::Bytes::from(raw), &Limits::default()).unwrap();
+        let mut d = Dialog::uas(&m, "t").unwrap();
+        assert_eq!(d.remote_tag, "");
+        assert_eq!(d.id(), "x;t;");
+        let n = d.request(Method::Notify, "<sip:gw@192.0.2.1>");
+        assert_eq!(
+            n.to().unwrap().tag(),
+            None,
+            "no tag parameter for a null tag"
+        );
     }
 }

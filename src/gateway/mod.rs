@@ -136,6 +136,7 @@ impl Gateway {
             dialogs: HashMap::new(),
             by_pair: HashMap::new(),
             pending: HashMap::new(),
+            closing: HashMap::new(),
             timers: BinaryHeap::new(),
             me: tx.clone(),
         };
@@ -201,6 +202,9 @@ struct Actor {
     /// CPIM → SIP dialogs by (watcher, target) as the adapter sent them.
     by_pair: HashMap<(String, String), String>,
     pending: HashMap<PendingKey, Pending>,
+    /// Dialogs we unsubscribed from, until when their final NOTIFY is still
+    /// answered 200 (RFC 6665 §4.1.2.3: the subscription ends with it).
+    closing: HashMap<String, i64>,
     timers: BinaryHeap<Reverse<(i64, Timer)>>,
     me: mpsc::UnboundedSender<Cmd>,
 }
@@ -572,6 +576,11 @@ impl Actor {
             let mut batch = Batch::default();
             if let Some(id) = &p.early_id {
                 self.remove_c2s(id, &mut batch);
+                // The notifier's final NOTIFY still comes: answer it 200
+                // for 64·T1 (RFC 6665 §4.1.2.3), without passing it on.
+                let now = now_ms();
+                self.closing.retain(|_, until| *until > now);
+                self.closing.insert(id.clone(), now + 32_000);
             }
             let status = if (200..300).contains(&code) {
                 Status::Success
@@ -781,8 +790,13 @@ impl Actor {
             match self.early_dialog(&key, req) {
                 Some(id) => id,
                 None => {
+                    let closing = self.closing.get(&id).is_some_and(|until| *until > now_ms());
                     tokio::spawn(async move {
-                        let r = st.reply(481, "Subscription Does Not Exist");
+                        let r = if closing {
+                            st.reply(200, "OK")
+                        } else {
+                            st.reply(481, "Subscription Does Not Exist")
+                        };
                         let _ = st.respond(r).await;
                     });
                     return;

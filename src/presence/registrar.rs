@@ -97,15 +97,25 @@ impl Agent {
                         .iter()
                         .position(|b| Uri::parse_str(&b.uri).is_ok_and(|u| u.matches(&c.uri)));
                     if let Some(i) = pos {
-                        // Step 7: same Call-ID needs a higher CSeq.
-                        if next[i].call_id == call_id && cseq <= next[i].cseq {
+                        // Step 7: against the binding as stored (a request is
+                        // never out of order with itself), same Call-ID needs
+                        // a higher CSeq.
+                        let stored = current.iter().find(|b| b.key() == next[i].key());
+                        if stored.is_some_and(|b| b.call_id == call_id && cseq <= b.cseq) {
                             return reply(st, 500, "Out Of Order Request");
                         }
                         if expires == 0 {
                             next.remove(i);
                             continue;
                         }
-                        next[i] = binding(&aor, c, &call_id, cseq, now, expires);
+                        let mut b = binding(&aor, c, &call_id, cseq, now, expires);
+                        if next[i].cseq == cseq && next[i].call_id == call_id {
+                            // The same URI twice in one request (seed §10.2
+                            // F1): one binding whose feature parameters are
+                            // the union of both Contacts.
+                            b = merge_features(&next[i], b);
+                        }
+                        next[i] = b;
                     } else if expires != 0 {
                         next.push(binding(&aor, c, &call_id, cseq, now, expires));
                     }
@@ -190,6 +200,39 @@ fn binding(
         description: c.feature("description"),
         methods: c.feature("methods"),
     }
+}
+
+/// Merges the feature parameters of two Contacts for one URI: `methods`
+/// united, `description` kept from the first that has it.
+fn merge_features(first: &BindingRecord, mut second: BindingRecord) -> BindingRecord {
+    let mut methods: Vec<String> = Vec::new();
+    for m in [&first.methods, &second.methods].into_iter().flatten() {
+        for x in m.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+            if !methods.iter().any(|y| y.eq_ignore_ascii_case(x)) {
+                methods.push(x.to_owned());
+            }
+        }
+    }
+    second.methods = (!methods.is_empty()).then(|| methods.join(","));
+    second.description = first.description.clone().or(second.description);
+    let mut c = match crate::sip::headers::decode_name_addr(&second.contact.clone().into()) {
+        Ok(c) => c,
+        Err(_) => return second,
+    };
+    if let Some(m) = &second.methods {
+        c.params.set(crate::sip::Param::quoted(
+            "methods",
+            bytestring::ByteString::from(m.clone()),
+        ));
+    }
+    if let Some(d) = &second.description {
+        c.params.set(crate::sip::Param::quoted(
+            "description",
+            bytestring::ByteString::from(d.clone()),
+        ));
+    }
+    second.contact = c.to_string();
+    second
 }
 
 fn with_expires(contact: &str, secs: i64) -> String {

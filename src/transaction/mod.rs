@@ -158,6 +158,8 @@ struct Shared {
     clients: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<Message>>>,
     servers: Mutex<HashMap<ServerKey, Arc<ServerEntry>>>,
     app: mpsc::Sender<ServerTransaction>,
+    /// Client transactions waiting for their final response.
+    active_clients: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -211,6 +213,7 @@ impl TransactionLayer {
             clients: Mutex::new(HashMap::new()),
             servers: Mutex::new(HashMap::new()),
             app,
+            active_clients: std::sync::atomic::AtomicUsize::new(0),
         });
         (TransactionLayer { shared }, rx)
     }
@@ -223,9 +226,16 @@ impl TransactionLayer {
         &self.shared.policy
     }
 
-    /// Transactions in progress: (client, server).
+    /// Transactions in progress: (client transactions still waiting for a
+    /// final response, server transactions including those absorbing
+    /// retransmissions).
     pub fn in_flight(&self) -> (usize, usize) {
-        (self.shared.clients().len(), self.shared.servers().len())
+        (
+            self.shared
+                .active_clients
+                .load(std::sync::atomic::Ordering::Relaxed),
+            self.shared.servers().len(),
+        )
     }
 
     /// Consumes everything the transport receives.
@@ -504,10 +514,7 @@ impl TransactionLayer {
         let key: ClientKey = (branch.clone(), cseq_method);
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.shared.clients().insert(key.clone(), tx);
-        let guard = ClientGuard {
-            shared: self.shared.clone(),
-            key: Some(key),
-        };
+        let guard = ClientGuard::new(self.shared.clone(), key);
 
         if let Err(e) = self
             .shared
@@ -619,8 +626,23 @@ struct ClientGuard {
     key: Option<ClientKey>,
 }
 
+impl ClientGuard {
+    fn new(shared: Arc<Shared>, key: ClientKey) -> ClientGuard {
+        shared
+            .active_clients
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ClientGuard {
+            shared,
+            key: Some(key),
+        }
+    }
+}
+
 impl Drop for ClientGuard {
     fn drop(&mut self) {
+        self.shared
+            .active_clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(k) = self.key.take() {
             self.shared.clients().remove(&k);
         }

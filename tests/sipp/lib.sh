@@ -1,6 +1,8 @@
 # shellcheck shell=bash
-# Shared by run.sh and bench-options.sh: build, free ports, and the gateway's
-# lifetime. Sourced, not run. Everything listens on 127.0.0.1 only.
+# Shared by run.sh, run-case.sh and the bench-* scripts: build, free ports,
+# and the gateway's lifetime; below those, the helpers of the multi-party
+# cases (tests/sipp/cases/*.sh: SIPp instances, HTTP API calls, the test
+# adapter). Sourced, not run. Everything listens on 127.0.0.1 only.
 #
 # The caller sets WORK (a scratch directory) before calling start_gateway.
 
@@ -186,8 +188,8 @@ TRANSPORT=${TRANSPORT:-udp}     # udp | tcp: the SIPp side of every SIP leg
 SIPP_T=${SIPP_T:-u1}            # SIPp -t value for TRANSPORT
 SIPP_TIMEOUT=${SIPP_TIMEOUT:-30} # seconds: SIPp's own -timeout per instance
 GW_N=0                          # gateways started by start_gateway_with
-declare -A SIPP_PID=()          # label -> pid of a background SIPp (its timeout(1))
-declare -A SIPP_PORT=()         # label -> local port of that SIPp
+declare -gA SIPP_PID=()          # label -> pid of a background SIPp (its timeout(1))
+declare -gA SIPP_PORT=()         # label -> local port of that SIPp
 ADAPTER_PID=""
 ADAPTER_PORT=""
 ADAPTER_URL=""
@@ -195,14 +197,22 @@ ADAPTER_LOG=""
 HTTP_CODE=""
 HTTP_BODY=""
 
+# _now_us: microseconds since the epoch (bash 5 EPOCHREALTIME).
+_now_us() { local t=${EPOCHREALTIME/[.,]/}; echo "$t"; }
+
 # fail MESSAGE: reports and ends the case (exit 1).
 fail() {
     log "FAIL: $*"
     exit 1
 }
 
-# step MESSAGE: progress line in the case log.
-step() { log "-- $*"; }
+# step MESSAGE: progress line in the case log, with the seconds since the
+# case started.
+CASE_T0=${EPOCHREALTIME/[.,]/}
+step() {
+    local t=$((${EPOCHREALTIME/[.,]/} - CASE_T0))
+    log "-- [$((t / 1000000)).$(printf '%02d' $((t % 1000000 / 10000)))s] $*"
+}
 
 # start_gateway_with [SECTION.KEY=VALUE ...]: starts a gateway like
 # start_gateway, with these settings added to (or replacing) the base config,
@@ -216,15 +226,22 @@ start_gateway_with() {
     _gw_start "$dir" wait "$@" || fail "the gateway did not start (config $dir/gateway.toml)"
 }
 
-# scenario_path NAME: NAME, or cases/NAME(.xml), or NAME(.xml) in tests/sipp.
+# scenario_path NAME: sets SCENARIO to NAME (a path), or cases/NAME(.xml),
+# or NAME(.xml) in tests/sipp; fails the case if there is none.
 scenario_path() {
     local n=$1 d
-    [[ -f "$n" ]] && { echo "$n"; return 0; }
+    SCENARIO=""
+    if [[ -f "$n" ]]; then
+        SCENARIO=$n
+        return 0
+    fi
     for d in "$SIPP_DIR/cases" "$SIPP_DIR"; do
-        [[ -f "$d/$n" ]] && { echo "$d/$n"; return 0; }
-        [[ -f "$d/${n%.xml}.xml" ]] && { echo "$d/${n%.xml}.xml"; return 0; }
+        if [[ -f "$d/${n%.xml}.xml" ]]; then
+            SCENARIO="$d/${n%.xml}.xml"
+            return 0
+        fi
     done
-    fail "no scenario $n"
+    fail "no scenario $n (looked in $SIPP_DIR/cases and $SIPP_DIR)"
 }
 
 # _sipp_launch LABEL ROLE SCENARIO [SIPP ARGS...]: starts one SIPp in the
@@ -233,7 +250,8 @@ scenario_path() {
 # actions). Keywords always set: [gw] (gateway host:port), [gw_http].
 _sipp_launch() {
     local label=$1 role=$2 sf lport
-    sf=$(scenario_path "$3")
+    scenario_path "$3"
+    sf=$SCENARIO
     shift 3
     [[ -z "${SIPP_PID[$label]:-}" ]] || fail "SIPp label $label already in use"
     local -a args=(-sf "$sf" -t "$SIPP_T" -i 127.0.0.1 -m 1
@@ -278,6 +296,9 @@ sipp_start_uas() {
     shift 2
     _sipp_launch "$label" "uas:$port" "$@"
 }
+
+# sipp_port LABEL: the local port of SIPp LABEL (started in this case).
+sipp_port() { echo "${SIPP_PORT[$1]:-}"; }
 
 # sipp_run LABEL SCENARIO [SIPP ARGS...]: sipp_start, then sipp_wait.
 sipp_run() {
@@ -333,9 +354,10 @@ sipp_wait() {
 # output of SIPp LABEL has a line matching REGEX (grep -E); fails the case
 # if it does not, or if that SIPp ended first.
 sipp_wait_log() {
-    local label=$1 re=$2 secs=${3:-15} i pid
+    local label=$1 re=$2 secs=${3:-15} pid end
     pid=${SIPP_PID[$label]:-}
-    for ((i = 0; i < secs * 20; i++)); do
+    end=$(($(_now_us) + secs * 1000000))
+    while (($(_now_us) < end)); do
         grep -qE "$re" "$WORK/$label.log" 2>/dev/null && return 0
         if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
             grep -qE "$re" "$WORK/$label.log" 2>/dev/null && return 0
@@ -352,6 +374,56 @@ sipp_wait_log() {
 # SIPp LABEL logged (<log message="NAME=[$var]"/>).
 sipp_log_value() {
     sed -n "s/^$2=//p" "$WORK/$1.log" | tail -n 1
+}
+
+# sipp_body LABEL sent|received START [N]: writes to stdout, byte for byte,
+# the body of the Nth (default 1st) message SIPp LABEL sent or received whose
+# first line starts with START (e.g. "NOTIFY ", "SIP/2.0 200"), from its
+# -trace_msg log. Fails the case if there is no such message.
+sipp_body() {
+    python3 - "$WORK/$1.msg.log" "$2" "$3" "${4:-1}" <<'PY' || fail "sipp $1: no $2 message starting with '$3' (#${4:-1})"
+import re, sys
+path, direction, start, n = sys.argv[1], sys.argv[2], sys.argv[3].encode(), int(sys.argv[4])
+data = open(path, "rb").read()
+blocks = re.split(rb"\n-{20,} [^\n]*\n", b"\n" + data)
+found = 0
+for b in blocks:
+    head, _, msg = b.partition(b"\n")
+    if direction.encode() not in head.split(b"(")[0].split(b"[")[0]:
+        continue
+    msg = msg.lstrip(b"\r\n")
+    if not msg.startswith(start):
+        continue
+    found += 1
+    if found == n:
+        hdrs, _, rest = msg.partition(b"\r\n\r\n")
+        m = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)", hdrs)
+        length = int(m.group(1)) if m else len(rest)
+        sys.stdout.buffer.write(rest[:length])
+        sys.exit(0)
+sys.exit(1)
+PY
+}
+
+# wait_listening udp|tcp PORT [SECS]: waits (default 10 s) until something
+# listens on 127.0.0.1:PORT (a bound UDP socket, a TCP listener), e.g. a SIPp
+# UAS the gateway is about to send to.
+wait_listening() {
+    local i
+    for ((i = 0; i < ${3:-10} * 20; i++)); do
+        python3 - "$1" "$2" <<'PY' && return 0
+import sys
+proto, port = sys.argv[1], int(sys.argv[2])
+for line in open("/proc/net/" + proto).read().splitlines()[1:]:
+    f = line.split()
+    local, state = f[1], f[3]
+    if int(local.split(":")[1], 16) == port and (proto == "udp" or state == "0A"):
+        sys.exit(0)
+sys.exit(1)
+PY
+        sleep 0.05
+    done
+    fail "nothing listens on $1 127.0.0.1:$2 after ${3:-10} s"
 }
 
 # http_post PATH JSON / http_get PATH: calls the gateway's HTTP API; sets
@@ -384,7 +456,7 @@ json_expect() {
     python3 -c '
 import json, re, sys
 d = json.loads(sys.argv[1])
-sys.exit(0 if eval(sys.argv[2]) else 1)
+sys.exit(0 if eval("(" + sys.argv[2] + "\n)") else 1)
 ' "$json" "$expr" 2>"$WORK/json_expect.err" || {
         log "  json: $json"
         log "  expression: $expr"
@@ -398,6 +470,14 @@ sys.exit(0 if eval(sys.argv[2]) else 1)
 expect_eq() {
     [[ "$2" == "$3" ]] || fail "$1: got '$2', want '$3'"
     step "ok: $1"
+}
+
+# expect_le DESC ACTUAL MAX: integer ACTUAL <= MAX or fail.
+expect_le() {
+    if ! [[ "$2" =~ ^[0-9]+$ ]] || (($2 > $3)); then
+        fail "$1: got '$2', want an integer <= $3"
+    fi
+    step "ok: $1 ($2)"
 }
 
 # adapter_start MODE [ARGS...]: starts adapter.py (success | failure |
@@ -457,7 +537,7 @@ def calls(op):
 # over the adapter's recorded requests (see _ADAPTER_PY).
 adapter_expect() {
     python3 -c "$_ADAPTER_PY"'
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$ADAPTER_LOG" "$2" 2>"$WORK/adapter_expect.err" || {
+sys.exit(0 if eval("(" + sys.argv[2] + "\n)") else 1)' "$ADAPTER_LOG" "$2" 2>"$WORK/adapter_expect.err" || {
         log "  expression: $2"
         log "  adapter requests ($ADAPTER_LOG):"
         indent "$ADAPTER_LOG"
@@ -470,10 +550,11 @@ sys.exit(0 if eval(sys.argv[2]) else 1)' "$ADAPTER_LOG" "$2" 2>"$WORK/adapter_ex
 # adapter_wait DESC PYEXPR [SECS]: waits (default 10 s) until PYEXPR holds
 # over the adapter's recorded requests; then like adapter_expect.
 adapter_wait() {
-    local i secs=${3:-10}
-    for ((i = 0; i < secs * 10; i++)); do
+    local secs=${3:-10} end
+    end=$(($(_now_us) + secs * 1000000))
+    while (($(_now_us) < end)); do
         python3 -c "$_ADAPTER_PY"'
-sys.exit(0 if eval(sys.argv[2]) else 1)' "$ADAPTER_LOG" "$2" 2>/dev/null && {
+sys.exit(0 if eval("(" + sys.argv[2] + "\n)") else 1)' "$ADAPTER_LOG" "$2" 2>/dev/null && {
             step "ok: $1"
             return 0
         }
@@ -485,7 +566,7 @@ sys.exit(0 if eval(sys.argv[2]) else 1)' "$ADAPTER_LOG" "$2" 2>/dev/null && {
 # adapter_value PYEXPR: prints the value of PYEXPR over the recorded requests.
 adapter_value() {
     python3 -c "$_ADAPTER_PY"'
-print(eval(sys.argv[2]))' "$ADAPTER_LOG" "$1"
+print(eval("(" + sys.argv[2] + "\n)"))' "$ADAPTER_LOG" "$1"
 }
 
 # case_finish: the end of a passing case: every background SIPp must have
@@ -508,12 +589,28 @@ case_finish() {
 
 # case_cleanup: stops whatever a case left running (EXIT trap of run-case.sh).
 case_cleanup() {
-    local label
+    local label pid alive end
+    # SIPp gets SIGTERM through its timeout(1); what still runs 3 s later
+    # (SIPp waiting for a call to end) gets SIGKILL, SIPp first.
     for label in "${!SIPP_PID[@]}"; do
         kill -TERM "${SIPP_PID[$label]}" 2>/dev/null || true
     done
+    end=$(($(_now_us) + 3000000))
+    while (($(_now_us) < end)); do
+        alive=""
+        for label in "${!SIPP_PID[@]}"; do
+            kill -0 "${SIPP_PID[$label]}" 2>/dev/null && alive=1
+        done
+        [[ -n "$alive" ]] || break
+        sleep 0.1
+    done
     for label in "${!SIPP_PID[@]}"; do
-        wait "${SIPP_PID[$label]}" 2>/dev/null || true
+        pid=${SIPP_PID[$label]}
+        if kill -0 "$pid" 2>/dev/null; then
+            pkill -KILL -P "$pid" 2>/dev/null || true
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
         unset "SIPP_PID[$label]"
     done
     adapter_stop

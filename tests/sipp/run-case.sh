@@ -35,6 +35,7 @@ if [[ -z "$WORK" ]]; then
     echo "== work directory $WORK"
 fi
 mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
 export TRANSPORT SIPP_T
 
 # shellcheck source=SCRIPTDIR/lib.sh

@@ -14,8 +14,10 @@
 # its own gateway (and SIPp instances, adapter, curl calls), once per transport
 # named in its "# transports: udp tcp" line (default udp), bounded by
 # CASE_TIMEOUT seconds (default 120). A case marked "# expect: fail (why)" is
-# a known gateway bug: its failure prints XFAIL and is not counted as failed;
-# its success prints XPASS and counts as failed (remove the marker).
+# a known gateway bug: its failure prints XFAIL and is not counted as failed
+# (provided its log contains the text of its "# expect-fail-match: TEXT"
+# line, if any); its success prints XPASS and counts as failed (remove the
+# marker).
 # Ends with the line "N passed, M failed"; exits non-zero if M > 0.
 set -euo pipefail
 
@@ -160,6 +162,7 @@ for f in "${cases[@]}"; do
     name=$(basename "$f" .sh)
     xfail=$(sed -nE 's/^#[[:space:]]*expect:[[:space:]]*fail[[:space:]]*//p' "$f" | head -n1)
     xfail_marked=$(grep -cE '^#[[:space:]]*expect:[[:space:]]*fail' "$f" || true)
+    xfail_match=$(sed -nE 's/^#[[:space:]]*expect-fail-match:[[:space:]]*//p' "$f" | head -n1)
     for transport in $(transports_of "$f" udp); do
         case "$transport" in
             udp | tcp) ;;
@@ -174,12 +177,18 @@ for f in "${cases[@]}"; do
         start=$(date +%s.%N)
         rc=0
         # run-case.sh stops what it started on exit; timeout(1) bounds it
-        # (SIGTERM to its process group, SIGKILL 10 s later).
-        timeout -k 10 "$CASE_TIMEOUT" "$SIPP_DIR/run-case.sh" "$f" "$transport" "$cwork" \
+        # (SIGTERM to its process group, SIGKILL 15 s later: its cleanup may wait
+        # for the gateway's graceful stop).
+        timeout -k 15 "$CASE_TIMEOUT" "$SIPP_DIR/run-case.sh" "$f" "$transport" "$cwork" \
             >"$cwork/case.log" 2>&1 </dev/null || rc=$?
         secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
         if ((xfail_marked > 0)); then
-            if ((rc != 0)); then
+            if ((rc != 0)) && [[ -n "$xfail_match" ]] && ! grep -qF -- "$xfail_match" "$cwork/case.log"; then
+                echo "FAIL case $name $transport (${secs} s, exit $rc): failed, but its log lacks the expected '$xfail_match'"
+                failed=$((failed + 1))
+                echo "  case log (last 40 lines of $cwork/case.log):"
+                tail -n 40 "$cwork/case.log" | indent
+            elif ((rc != 0)); then
                 echo "XFAIL case $name $transport (${secs} s): expected failure ${xfail}"
                 grep -E '^FAIL: ' "$cwork/case.log" | head -n 3 | indent || true
                 xfailed=$((xfailed + 1))

@@ -5,7 +5,6 @@
 # From field, in which case the tag is considered to have a value of null."
 # Otherwise the same flow as seed-10.3.sh.
 # transports: udp
-# expect: fail (gateway answers F1 "400 missing From tag", see README "Known gateway bugs")
 start_gateway_with presence.subscribe_success_code=202
 
 sipp_run pua1 seed-10.3-register -cid_str 110@pua.example.com \
