@@ -68,6 +68,13 @@ fn leading_crlfs(b: &[u8]) -> usize {
     k
 }
 
+/// The end-of-header-section searcher, built once.
+fn crlfcrlf() -> &'static memmem::Finder<'static> {
+    static F: std::sync::LazyLock<memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memmem::Finder::new(b"\r\n\r\n"));
+    &F
+}
+
 /// Parses one datagram (UDP) as one SIP message.
 pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
     if buf.len() > limits.max_message_bytes {
@@ -83,7 +90,7 @@ pub fn parse_datagram(buf: Bytes, limits: &Limits) -> Result<Message, ParseError
     }
     // RFC 4475 §3.1.2.15's message has no empty line: the end of the
     // datagram ends the header section.
-    let (head_end, body_start) = match memmem::find(b, b"\r\n\r\n") {
+    let (head_end, body_start) = match crlfcrlf().find(b) {
         Some(p) => (skip + p + 2, skip + p + 4),
         None => (buf.len(), buf.len()),
     };
@@ -140,27 +147,18 @@ fn parse_head(head: Bytes, base: usize, limits: &Limits) -> Result<Head, ParseEr
         }
     };
     let b = text.as_bytes();
-    let line_end = |from: usize| memchr::memchr(b'\n', &b[from..]).map(|p| from + p);
 
     // Start line.
-    let (start_end, mut pos) = match line_end(0) {
-        Some(n) => (n, n + 1),
-        None => (b.len(), b.len()),
-    };
-    let start_line = strip_cr(b, 0, start_end, base)?;
+    let (start_line, mut pos) = next_line(b, 0, base)?;
     let start = parse_start_line(&text, start_line, base)?;
 
     // Header fields; a line starting with SP/HTAB continues the previous one.
-    let estimate = memchr::memchr_iter(b'\n', b)
-        .count()
-        .min(limits.max_headers);
-    let mut headers: Vec<HeaderField> = Vec::with_capacity(estimate);
+    let mut headers: Vec<HeaderField> = Vec::with_capacity(16);
     let mut content_length: Option<(usize, usize)> = None;
     while pos < b.len() {
         let line_start = pos;
-        let end = line_end(pos).unwrap_or(b.len());
-        let mut line = strip_cr(b, pos, end, base)?;
-        pos = (end + 1).min(b.len());
+        let (mut line, next) = next_line(b, pos, base)?;
+        pos = next;
         if line.is_empty() {
             break;
         }
@@ -173,11 +171,10 @@ fn parse_head(head: Bytes, base: usize, limits: &Limits) -> Result<Head, ParseEr
         // Gather continuation lines.
         let mut folded = false;
         while pos < b.len() && g::is_wsp(b[pos]) {
-            let end2 = line_end(pos).unwrap_or(b.len());
-            let cont = strip_cr(b, pos, end2, base)?;
+            let (cont, next) = next_line(b, pos, base)?;
             folded = true;
             line.end = cont.end;
-            pos = (end2 + 1).min(b.len());
+            pos = next;
         }
         if line.end - line.start > limits.max_line_bytes {
             return Err(ParseError::LineTooLong {
@@ -221,31 +218,27 @@ fn parse_head(head: Bytes, base: usize, limits: &Limits) -> Result<Head, ParseEr
     })
 }
 
-/// The range of a line without its CRLF; a bare CR inside is an error.
-fn strip_cr(
+/// The line starting at `from` (without its CRLF) and where the next one
+/// starts. One `memchr2` pass per line: lines end in CRLF (RFC 3261 §7); a
+/// bare CR or a bare LF in the header section is an error. The end of the
+/// data also ends a line.
+fn next_line(
     b: &[u8],
-    start: usize,
-    lf: usize,
+    from: usize,
     base: usize,
-) -> Result<std::ops::Range<usize>, ParseError> {
-    let mut end = lf;
-    if lf < b.len() {
-        // Lines end in CRLF (RFC 3261 §7); a bare LF is not a line end.
-        if lf == start || b[lf - 1] != b'\r' {
-            return Err(ParseError::HeaderLine {
-                offset: base + lf,
-                reason: "line ends in LF without CR",
-            });
-        }
-        end = lf - 1;
-    }
-    if let Some(cr) = memchr::memchr(b'\r', &b[start..end]) {
-        return Err(ParseError::HeaderLine {
-            offset: base + start + cr,
+) -> Result<(std::ops::Range<usize>, usize), ParseError> {
+    match memchr::memchr2(b'\r', b'\n', &b[from..]).map(|p| from + p) {
+        None => Ok((from..b.len(), b.len())),
+        Some(i) if b[i] == b'\r' && b.get(i + 1) == Some(&b'\n') => Ok((from..i, i + 2)),
+        Some(i) if b[i] == b'\n' => Err(ParseError::HeaderLine {
+            offset: base + i,
+            reason: "line ends in LF without CR",
+        }),
+        Some(i) => Err(ParseError::HeaderLine {
+            offset: base + i,
             reason: "bare CR in header section",
-        });
+        }),
     }
-    Ok(start..end)
 }
 
 /// `field-name HCOLON field-value`, unfolding continuation lines: each
@@ -275,7 +268,10 @@ fn header_field(
         });
     }
     k += 1;
-    let name = HeaderName::parse(&text.slice_ref(&text[line.start..line.start + name_len]));
+    // Known names need no ByteString; only extension names keep their spelling.
+    let name = HeaderName::lookup(&b[..name_len]).unwrap_or_else(|| {
+        HeaderName::Other(text.slice_ref(&text[line.start..line.start + name_len]))
+    });
     let raw = &b[k..];
     let value_offset = base + line.start + k;
     let value = if !folded {
@@ -493,7 +489,7 @@ impl StreamParser {
                 return Ok(None);
             }
             let from = self.scan_from.saturating_sub(3);
-            let Some(p) = memmem::find(&self.buf[from..], b"\r\n\r\n").map(|p| from + p) else {
+            let Some(p) = crlfcrlf().find(&self.buf[from..]).map(|p| from + p) else {
                 self.scan_from = self.buf.len();
                 if self.buf.len() > self.limits.max_message_bytes {
                     return Err(ParseError::MessageTooLarge {

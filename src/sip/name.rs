@@ -110,17 +110,28 @@ impl HeaderName {
             .unwrap_or_else(|| HeaderName::Other(ByteString::from_static(name)))
     }
 
-    fn lookup(n: &[u8]) -> Option<HeaderName> {
+    /// A known name (case-insensitive) or compact form; `None` for others.
+    /// Candidates are bucketed by length, so a lookup compares against one
+    /// to four names instead of all of them (the parser's hot path).
+    pub(crate) fn lookup(n: &[u8]) -> Option<HeaderName> {
         if n.len() == 1 {
             return Self::from_compact(n[0]);
         }
-        // The first byte and the length prune all but one or two candidates.
-        let first = n.first()?.to_ascii_lowercase();
-        KNOWN
+        static BY_LEN: std::sync::LazyLock<Vec<Vec<usize>>> = std::sync::LazyLock::new(|| {
+            let max = KNOWN.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+            let mut v = vec![Vec::new(); max + 1];
+            for (i, (c, _)) in KNOWN.iter().enumerate() {
+                v[c.len()].push(i);
+            }
+            v
+        });
+        let bucket = BY_LEN.get(n.len())?;
+        let first = n[0].to_ascii_lowercase();
+        bucket
             .iter()
+            .map(|&i| &KNOWN[i])
             .find(|(c, _)| {
-                c.len() == n.len()
-                    && c.as_bytes()[0].to_ascii_lowercase() == first
+                c.as_bytes()[0].to_ascii_lowercase() == first
                     && c.as_bytes().eq_ignore_ascii_case(n)
             })
             .map(|(_, h)| h.clone())
