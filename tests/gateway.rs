@@ -629,3 +629,72 @@ async fn bearer_token_protects_the_api() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+/// RFC 3862 message/cpim wrapping a PIDF, CRLF line ends.
+fn cpim_wrapped(entity: &str, id: &str) -> String {
+    let inner = pidf(entity, id, "open", "signed", "2026-11-22T10:00:00Z");
+    format!(
+        "From: <{entity}>\r\nTo: <pres:watcher@example.org>\r\nDateTime: 2026-11-22T10:00:00Z\r\n\r\nContent-Type: application/pidf+xml\r\nContent-ID: <1234@example.org>\r\n\r\n{inner}"
+    )
+}
+
+#[tokio::test]
+async fn message_cpim_bodies_travel_unchanged_both_ways() {
+    let e = env("").await;
+    // SIP → CPIM: a NOTIFY with a message/cpim body reaches the adapter byte
+    // for byte, its inner PIDF parsed for the tuples view.
+    let t = e.subscribe(
+        "pres:alice@xmpp.example.org",
+        "pres:bob@sip.example.net",
+        600,
+    );
+    let sub = e.next_request().await;
+    e.answer(&sub, 200, "mc", 600).await;
+    t.await.unwrap();
+    let wrapped = cpim_wrapped("pres:bob@sip.example.net", "w1");
+    let text = e
+        .notify_text(&sub, "mc", 1, "active", &wrapped)
+        // The SIP header is the first Content-Type; the inner one stays.
+        .replacen(
+            "Content-Type: application/pidf+xml",
+            "Content-Type: message/cpim",
+            1,
+        );
+    e.ua.send(&text).await;
+    assert_eq!(e.final_response().await.status(), Some(200));
+    let n = &e.adapter.wait_calls("notify", 1, W).await[0];
+    assert_eq!(n["presence"]["content_type"], "message/cpim");
+    assert_eq!(n["presence"]["body"], wrapped.as_str(), "never rewritten");
+    assert_eq!(n["presence"]["tuples"][0]["id"], "w1");
+
+    // CPIM → SIP: the adapter's message/cpim body goes into the NOTIFY as is.
+    let mut notifies = Vec::new();
+    let r =
+        e.ua.request(
+            &watcher_subscribe(1, 600, None).replace("s2c-1", "s2c-mc"),
+            &mut notifies,
+        )
+        .await;
+    assert_eq!(r.status(), Some(202));
+    if notifies.is_empty() {
+        e.ua.notify(W, 200).await.unwrap();
+    }
+    let body = cpim_wrapped("pres:carol@xmpp.example.org", "c9");
+    let e2 = &e;
+    let b2 = body.clone();
+    let post = async move {
+        e2.post(
+            "/cpim/v1/notify",
+            json!({"watcher": "pres:bob@sip.example.net", "target": "pres:carol@xmpp.example.org", "presence": {"content_type": "message/cpim", "body": b2}}),
+        )
+        .await
+    };
+    let (answer, got) = tokio::join!(post, e.ua.notify(W, 200));
+    assert_eq!(answer.1["status"], "success");
+    let got = got.unwrap();
+    assert_eq!(
+        got.content_type().unwrap().unwrap().essence_str(),
+        "message/cpim"
+    );
+    assert_eq!(String::from_utf8_lossy(got.body()), body);
+}
