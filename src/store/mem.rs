@@ -6,9 +6,12 @@ use super::{Batch, CommitFuture, Op, Records, Store, StoreError, Tree};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+/// One tree's records in key order.
+type TreeRecords = BTreeMap<Vec<u8>, Vec<u8>>;
+
 #[derive(Default)]
 pub struct MemStore {
-    trees: Mutex<HashMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    trees: Mutex<HashMap<Tree, TreeRecords>>,
 }
 
 impl Store for MemStore {
