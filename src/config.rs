@@ -178,6 +178,8 @@ pub struct PresenceConfig {
     pub max_expires: u32,
     pub notify_min_interval_ms: u64,
     pub default_policy: String,
+    /// Per-domain defaults, e.g. `{ "example.com" = "allow" }`.
+    pub domain_policies: std::collections::BTreeMap<String, String>,
     pub subscribe_success_code: u16,
 }
 
@@ -189,6 +191,7 @@ impl Default for PresenceConfig {
             max_expires: 86400,
             notify_min_interval_ms: 5000,
             default_policy: "confirm".into(),
+            domain_policies: Default::default(),
             subscribe_success_code: 200,
         }
     }
@@ -465,6 +468,17 @@ impl Config {
                 "presence.default_policy",
                 "expected allow, block, polite-block or confirm".into(),
             );
+        }
+        for (domain, action) in &p.domain_policies {
+            if !matches!(
+                action.as_str(),
+                "allow" | "block" | "polite-block" | "confirm"
+            ) {
+                bad(
+                    "presence.domain_policies",
+                    format!("{domain}: expected allow, block, polite-block or confirm"),
+                );
+            }
         }
         if !matches!(p.subscribe_success_code, 200 | 202) {
             bad(

@@ -120,6 +120,20 @@ impl Server {
             min_expires: cfg.presence.min_expires,
             max_expires: cfg.presence.max_expires,
             subscribe_success_code: cfg.presence.subscribe_success_code,
+            default_policy: crate::presence::records::PolicyAction::parse(
+                &cfg.presence.default_policy,
+            )
+            .unwrap_or(crate::presence::records::PolicyAction::Confirm),
+            domain_policies: cfg
+                .presence
+                .domain_policies
+                .iter()
+                .filter_map(|(d, a)| {
+                    crate::presence::records::PolicyAction::parse(a)
+                        .map(|a| (d.to_ascii_lowercase(), a))
+                })
+                .collect(),
+            notify_min_interval_ms: cfg.presence.notify_min_interval_ms,
             contact: format!("<sip:{host}:{port}{transport_param}>"),
         };
         let dyn_store: Arc<dyn Store> = store.clone();

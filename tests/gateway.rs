@@ -47,6 +47,8 @@ async fn env(token: &str) -> Env {
     cfg.cpim.retry_max_ms = 200;
     cfg.cpim.token = token.into();
     cfg.presence.min_expires = 1;
+    cfg.presence.default_policy = "allow".into();
+    cfg.presence.notify_min_interval_ms = 0;
     cfg.store.path = dir.0.join("store").display().to_string();
     let server = Server::start(&cfg).await.unwrap();
     let ua = Ua {

@@ -26,7 +26,7 @@ fn spawn(dir: &TempDir, adapter: &TestAdapter, ua: SocketAddr) -> Gw {
     std::fs::write(
         &cfg,
         format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\ncpim_domains = [\"xmpp.example.org\"]\nroutes = [{{ domain = \"sip.example.net\", next_hop = \"udp:{ua}\" }}]\n[cpim]\nlisten = \"127.0.0.1:0\"\nadapter_url = \"{}\"\nretry_initial_ms = 50\nretry_max_ms = 200\n[presence]\nmin_expires = 1\n[store]\npath = \"{}\"\n",
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\ncpim_domains = [\"xmpp.example.org\"]\nroutes = [{{ domain = \"sip.example.net\", next_hop = \"udp:{ua}\" }}]\n[cpim]\nlisten = \"127.0.0.1:0\"\nadapter_url = \"{}\"\nretry_initial_ms = 50\nretry_max_ms = 200\n[presence]\nmin_expires = 1\ndefault_policy = \"allow\"\nnotify_min_interval_ms = 0\n[store]\npath = \"{}\"\n",
             adapter.url(),
             dir.0.join("store").display()
         ),

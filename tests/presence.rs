@@ -20,6 +20,8 @@ async fn start(dir: &TempDir, min_expires: u32) -> Server {
     cfg.cpim.listen = "127.0.0.1:0".into();
     cfg.store.path = dir.0.join("store").display().to_string();
     cfg.presence.min_expires = min_expires;
+    cfg.presence.default_policy = "allow".into();
+    cfg.presence.notify_min_interval_ms = 0;
     Server::start(&cfg).await.unwrap()
 }
 

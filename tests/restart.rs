@@ -21,7 +21,7 @@ fn spawn(dir: &TempDir) -> Gateway {
     std::fs::write(
         &cfg,
         format!(
-            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\nroutes = []\n[cpim]\nlisten = \"127.0.0.1:0\"\n[presence]\nmin_expires = 1\n[store]\npath = \"{}\"\n",
+            "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\nroutes = []\n[cpim]\nlisten = \"127.0.0.1:0\"\n[presence]\nmin_expires = 1\ndefault_policy = \"allow\"\nnotify_min_interval_ms = 0\n[store]\npath = \"{}\"\n",
             dir.0.join("store").display()
         ),
     )

@@ -7,6 +7,7 @@ use crate::cpim::{
     CpimResponse, NotifyRequest, Presence, Status, SubscribeRequest, TupleView, UnsubscribeRequest,
 };
 use crate::gateway::{ApiError, Gateway};
+use crate::presence::records::PolicyAction;
 use crate::presence::{PresenceAgent, aor_key};
 use crate::sip::{Scheme, Uri};
 use axum::Router;
@@ -178,6 +179,151 @@ async fn presence(
     Ok(([(header::CONTENT_TYPE, "application/pidf+xml")], body).into_response())
 }
 
+/// One authorization rule.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct PolicyRule {
+    /// The watcher's URI (AOR form).
+    pub watcher: String,
+    pub action: PolicyAction,
+}
+
+/// `PUT` body.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpdate {
+    pub action: PolicyAction,
+}
+
+/// A presentity's rules and the default for watchers without one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PolicyList {
+    pub presentity: String,
+    pub default: PolicyAction,
+    pub rules: Vec<PolicyRule>,
+}
+
+/// A local presentity's AOR key, or 400/404.
+fn local_aor(s: &AppState, uri: &str) -> Result<String, HttpError> {
+    let u = Uri::parse_str(uri).map_err(|e| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            "invalid_uri",
+            format!("{uri}: {}", e.reason),
+        )
+    })?;
+    let host = u.host.as_ref().map(|h| h.canonical()).unwrap_or_default();
+    if !matches!(u.scheme, Scheme::Pres | Scheme::Sip | Scheme::Sips)
+        || !s
+            .local_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(&host))
+    {
+        return Err(HttpError(
+            StatusCode::NOT_FOUND,
+            "not_local",
+            format!("{uri} is not a local presentity"),
+        ));
+    }
+    Ok(aor_key(&u))
+}
+
+fn watcher_aor(uri: &str) -> Result<String, HttpError> {
+    let u = Uri::parse_str(uri).map_err(|e| {
+        HttpError(
+            StatusCode::BAD_REQUEST,
+            "invalid_uri",
+            format!("{uri}: {}", e.reason),
+        )
+    })?;
+    if !matches!(
+        u.scheme,
+        Scheme::Pres | Scheme::Sip | Scheme::Sips | Scheme::Im
+    ) || u.host.is_none()
+    {
+        return Err(HttpError(
+            StatusCode::BAD_REQUEST,
+            "invalid_uri",
+            format!("{uri}: expected a pres:, im:, sip: or sips: URI"),
+        ));
+    }
+    Ok(aor_key(&u))
+}
+
+#[utoipa::path(get, path = "/admin/v1/policies/{presentity}",
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded")),
+    responses((status = 200, body = PolicyList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_policies(
+    State(s): State<AppState>,
+    Path(presentity): Path<String>,
+) -> Result<axum::Json<PolicyList>, HttpError> {
+    let aor = local_aor(&s, &presentity)?;
+    let (rules, default) = s.presence.policies(&aor).await;
+    Ok(axum::Json(PolicyList {
+        presentity: aor,
+        default,
+        rules: rules
+            .into_iter()
+            .map(|(watcher, action)| PolicyRule { watcher, action })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(put, path = "/admin/v1/policies/{presentity}/{watcher}", request_body = PolicyUpdate,
+    params(("presentity" = String, Path), ("watcher" = String, Path)),
+    responses((status = 200, description = "Stored and applied to existing subscriptions", body = PolicyRule),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn put_policy(
+    State(s): State<AppState>,
+    Path((presentity, watcher)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<PolicyRule>, HttpError> {
+    let aor = local_aor(&s, &presentity)?;
+    let w = watcher_aor(&watcher)?;
+    let update: PolicyUpdate = json_body(&headers, body)?;
+    if !s.presence.set_policy(&aor, &w, Some(update.action)).await {
+        return Err(HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "store failure".into(),
+        ));
+    }
+    Ok(axum::Json(PolicyRule {
+        watcher: w,
+        action: update.action,
+    }))
+}
+
+#[utoipa::path(delete, path = "/admin/v1/policies/{presentity}/{watcher}",
+    params(("presentity" = String, Path), ("watcher" = String, Path)),
+    responses((status = 204, description = "Removed; the default applies"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_policy(
+    State(s): State<AppState>,
+    Path((presentity, watcher)): Path<(String, String)>,
+) -> Result<StatusCode, HttpError> {
+    let aor = local_aor(&s, &presentity)?;
+    let w = watcher_aor(&watcher)?;
+    let (rules, _) = s.presence.policies(&aor).await;
+    if !rules.iter().any(|(x, _)| *x == w) {
+        return Err(HttpError(
+            StatusCode::NOT_FOUND,
+            "no_rule",
+            format!("no rule for {w}"),
+        ));
+    }
+    if !s.presence.set_policy(&aor, &w, None).await {
+        return Err(HttpError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "store failure".into(),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -222,8 +368,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sip-cpim-gateway CPIM API", description = "The adapter contract of design §4: CPIM subscribe, unsubscribe and notify as JSON over HTTP."),
-    paths(subscribe, unsubscribe, notify, presence),
-    components(schemas(SubscribeRequest, UnsubscribeRequest, NotifyRequest, Presence, TupleView, CpimResponse, Status, ErrorBody, ErrorDetail)),
+    paths(subscribe, unsubscribe, notify, presence, list_policies, put_policy, delete_policy),
+    components(schemas(SubscribeRequest, UnsubscribeRequest, NotifyRequest, Presence, TupleView, CpimResponse, Status, ErrorBody, ErrorDetail, PolicyRule, PolicyUpdate, PolicyList, PolicyAction)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -248,6 +394,11 @@ pub fn router(state: AppState) -> Router {
         .route("/cpim/v1/unsubscribe", post(unsubscribe))
         .route("/cpim/v1/notify", post(notify))
         .route("/cpim/v1/presence/{presentity}", get(presence))
+        .route("/admin/v1/policies/{presentity}", get(list_policies))
+        .route(
+            "/admin/v1/policies/{presentity}/{watcher}",
+            axum::routing::put(put_policy).delete(delete_policy),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(api)

@@ -63,6 +63,13 @@ impl Agent {
             Err(e) => return reply(st, 400, &e.reason_phrase()),
         }
         let aor = aor_key(&ruri);
+        // Step 4: a third party blocked by the presentity may not publish
+        // for it (OMA flow 2.4).
+        let publisher = req.from().map(|f| aor_key(&f.uri)).unwrap_or_default();
+        if publisher != aor && self.decide(&aor, &publisher) == super::records::PolicyAction::Block
+        {
+            return reply(st, 403, "Forbidden");
+        }
         // SIP-If-Match: at most one entity-tag (§11.3).
         let if_match = match req.sip_if_match() {
             Ok(v) if v.len() > 1 => return reply(st, 400, "Multiple SIP-If-Match Values"),

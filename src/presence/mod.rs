@@ -42,14 +42,29 @@ pub struct PresenceSettings {
     pub subscribe_success_code: u16,
     /// Our Contact for dialogs (`<sip:host:port>`).
     pub contact: String,
+    /// The rule for watchers without one: per presentity domain, then global.
+    pub default_policy: records::PolicyAction,
+    pub domain_policies: HashMap<String, records::PolicyAction>,
+    /// At most one NOTIFY per subscription per interval (RFC 3856 §6.10);
+    /// 0 disables throttling.
+    pub notify_min_interval_ms: u64,
 }
 
-/// Milliseconds since the UNIX epoch.
+/// Milliseconds since the UNIX epoch: the wall clock read once, then
+/// advanced by the runtime's monotonic clock, so timers never see the wall
+/// clock step and tests can run on tokio's paused clock.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    static BASE: std::sync::OnceLock<(i64, tokio::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, mono) = *BASE.get_or_init(|| {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        (wall, tokio::time::Instant::now())
+    });
+    wall + tokio::time::Instant::now()
+        .saturating_duration_since(mono)
+        .as_millis() as i64
 }
 
 /// The key of a presentity: `sip:user@host`, host lower-cased, escapes
@@ -126,6 +141,16 @@ pub(crate) enum Command {
         aor: String,
         reply: oneshot::Sender<(PresenceDoc, Bytes)>,
     },
+    Policies {
+        presentity: String,
+        reply: oneshot::Sender<(Vec<(String, records::PolicyAction)>, records::PolicyAction)>,
+    },
+    SetPolicy {
+        presentity: String,
+        watcher: String,
+        action: Option<records::PolicyAction>,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// A read-only view for tests and the admin API.
@@ -165,6 +190,7 @@ impl PresenceAgent {
             timers: BinaryHeap::new(),
             self_tx: tx.clone(),
             winfo_partial: HashMap::new(),
+            policies: HashMap::new(),
         };
         agent.load()?;
         tokio::spawn(agent.run(rx));
@@ -233,6 +259,38 @@ impl PresenceAgent {
         rx.await.ok()
     }
 
+    /// The rules of `presentity` (AOR key) and its default.
+    pub async fn policies(
+        &self,
+        presentity: &str,
+    ) -> (Vec<(String, records::PolicyAction)>, records::PolicyAction) {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::Policies {
+            presentity: presentity.to_owned(),
+            reply,
+        });
+        rx.await
+            .unwrap_or((Vec::new(), records::PolicyAction::Confirm))
+    }
+
+    /// Sets or removes a rule; existing subscriptions follow at once.
+    /// Resolves once the change is durable (false if the store failed).
+    pub async fn set_policy(
+        &self,
+        presentity: &str,
+        watcher: &str,
+        action: Option<records::PolicyAction>,
+    ) -> bool {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::SetPolicy {
+            presentity: presentity.to_owned(),
+            watcher: watcher.to_owned(),
+            action,
+            reply,
+        });
+        rx.await.unwrap_or(false)
+    }
+
     pub async fn snapshot(&self) -> Snapshot {
         let (tx, rx) = oneshot::channel();
         let _ = self.tx.send(Command::Snapshot(tx));
@@ -245,6 +303,10 @@ pub(crate) struct Sub {
     pub rec: SubscriptionRecord,
     pub in_flight: bool,
     pub dirty: bool,
+    /// When the last NOTIFY was generated (0: none yet).
+    pub last_sent: i64,
+    /// A throttle timer is armed.
+    pub throttled: bool,
 }
 
 #[derive(Default)]
@@ -264,6 +326,8 @@ pub(crate) enum TimerKey {
     Binding(String),
     Publication(String),
     Subscription(String),
+    /// The throttle interval of a subscription ended (RFC 3856 §6.10).
+    Throttle(String),
 }
 
 pub(crate) struct Agent {
@@ -278,6 +342,8 @@ pub(crate) struct Agent {
     pub self_tx: mpsc::UnboundedSender<Command>,
     /// Partial watcherinfo state waiting for a winfo subscription's NOTIFY.
     pub winfo_partial: HashMap<String, Vec<crate::body::winfo::WatcherEntry>>,
+    /// Authorization rules by (presentity, watcher).
+    pub policies: HashMap<(String, String), records::PolicyAction>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(tree: Tree, v: &[u8]) -> Result<T, StoreError> {
@@ -323,6 +389,11 @@ impl Agent {
                 .publications
                 .push((p, doc));
         }
+        self.policies.clear();
+        for (_, v) in self.store.scan(Tree::Policies)? {
+            let p: records::PolicyRecord = decode(Tree::Policies, &v)?;
+            self.policies.insert((p.presentity, p.watcher), p.action);
+        }
         for (_, v) in self.store.scan(Tree::Subscriptions)? {
             let s: SubscriptionRecord = decode(Tree::Subscriptions, &v)?;
             self.timers.push(Reverse((
@@ -341,6 +412,8 @@ impl Agent {
                     rec: s,
                     in_flight: false,
                     dirty: false,
+                    last_sent: 0,
+                    throttled: false,
                 },
             );
         }
@@ -443,6 +516,32 @@ impl Agent {
                 self.gc(&aor);
                 let _ = reply.send((doc, body));
             }
+            Command::Policies { presentity, reply } => {
+                let list = self.policies_of(&presentity);
+                let domain = presentity
+                    .rsplit('@')
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                let default = self
+                    .settings
+                    .domain_policies
+                    .get(&domain)
+                    .copied()
+                    .unwrap_or(self.settings.default_policy);
+                let _ = reply.send((list, default));
+            }
+            Command::SetPolicy {
+                presentity,
+                watcher,
+                action,
+                reply,
+            } => {
+                let fx = self.set_policy(&presentity, &watcher, action);
+                self.run_effects_then(fx, move || {
+                    let _ = reply.send(true);
+                });
+            }
             Command::Snapshot(tx) => {
                 let _ = tx.send(Snapshot {
                     registrations: self.presentities.values().map(|p| p.bindings.len()).sum(),
@@ -472,6 +571,7 @@ impl Agent {
                 TimerKey::Binding(k) => self.expire_binding(&k, at, &mut fx),
                 TimerKey::Publication(k) => self.expire_publication(&k, at, &mut fx),
                 TimerKey::Subscription(id) => self.expire_subscription(&id, at, &mut fx),
+                TimerKey::Throttle(id) => self.throttle_over(&id, &mut fx),
             }
         }
         self.run_effects(fx);

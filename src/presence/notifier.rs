@@ -1,7 +1,7 @@
 //! The notifier (RFC 6665 §4.2, RFC 3856 §6): SUBSCRIBE handling, NOTIFY
 //! generation, subscription expiry.
 
-use super::records::{CpimWatcher, SubStatus, SubscriptionRecord};
+use super::records::{CpimWatcher, PolicyAction, PolicyRecord, SubStatus, SubscriptionRecord};
 use super::{
     Agent, Effects, NotifyOutcome, OutNotify, Sub, TimerKey, aor_key, cpim_sub_id, encode, now_ms,
 };
@@ -141,7 +141,23 @@ impl Agent {
             .ok()
             .flatten()
             .and_then(|e| e.id().map(str::to_owned));
-        let code = self.settings.subscribe_success_code;
+        // Authorization (issue 5, OMA flows 2.4–2.6); only the presentity
+        // reaches its winfo, checked above.
+        let action = if winfo {
+            PolicyAction::Allow
+        } else {
+            self.decide(&aor, &watcher_aor)
+        };
+        if action == PolicyAction::Block {
+            return reject(st, 403, "Forbidden");
+        }
+        let pending = action == PolicyAction::Confirm;
+        let polite = action == PolicyAction::PoliteBlock;
+        let code = if pending {
+            202
+        } else {
+            self.settings.subscribe_success_code
+        };
         let mut resp = st.reply(code, if code == 202 { "Accepted" } else { "OK" });
         resp.push_header(HeaderName::Expires, granted.to_string());
         resp.push_header(HeaderName::Contact, self.settings.contact.clone());
@@ -152,7 +168,7 @@ impl Agent {
         if granted == 0 {
             // A fetch (RFC 3856 §6.4, OMA flow 2.3): one NOTIFY with the
             // state, terminated; nothing is kept.
-            let body = self.document(&aor, &content_type, 0, None);
+            let body = self.document(&aor, &content_type, 0, None, pending || polite);
             let state =
                 SubscriptionState::new(SubState::Terminated).with_param("reason", "timeout");
             let mut msg = dialog.request(Method::Notify, &self.settings.contact);
@@ -187,9 +203,14 @@ impl Agent {
             dialog,
             expires_at: now_ms() + i64::from(granted) * 1000,
             format: content_type,
-            status: SubStatus::Active,
+            status: if pending {
+                SubStatus::Pending
+            } else {
+                SubStatus::Active
+            },
             cpim: None,
             winfo_version: 0,
+            polite,
         };
         let id = rec.id.clone();
         self.timers.push(Reverse((
@@ -209,6 +230,8 @@ impl Agent {
                 rec,
                 in_flight: false,
                 dirty: false,
+                last_sent: 0,
+                throttled: false,
             },
         );
         fx.reply = Some((st, resp));
@@ -309,10 +332,31 @@ impl Agent {
         let content_type = sub.rec.format.clone();
         let version = sub.rec.winfo_version;
         let partial = self.winfo_partial.remove(id);
-        let body = self.document(&aor, &content_type, version, partial);
+        let neutral = sub.rec.status == SubStatus::Pending || sub.rec.polite;
+        // RFC 3856 §6.10: at most one NOTIFY per interval; the first one is
+        // never delayed, later changes wait and are coalesced.
+        let interval = self.settings.notify_min_interval_ms as i64;
+        let now = now_ms();
+        if interval > 0 && sub.last_sent != 0 && now - sub.last_sent < interval {
+            let at = sub.last_sent + interval;
+            let arm = !sub.throttled;
+            let s = self.subs.get_mut(id).expect("checked above");
+            s.dirty = true;
+            s.throttled = true;
+            if let Some(p) = partial {
+                self.winfo_partial.insert(id.to_owned(), p);
+            }
+            if arm {
+                self.timers
+                    .push(Reverse((at, TimerKey::Throttle(id.to_owned()))));
+            }
+            return;
+        }
+        let body = self.document(&aor, &content_type, version, partial, neutral);
         let contact = self.settings.contact.clone();
         let sub = self.subs.get_mut(id).expect("checked above");
         sub.rec.winfo_version += 1;
+        sub.last_sent = now;
         let remaining = ((sub.rec.expires_at - now_ms()).max(0) / 1000) as u32;
         let state = SubscriptionState::new(match sub.rec.status {
             SubStatus::Active => SubState::Active,
@@ -374,7 +418,8 @@ impl Agent {
         }
         self.winfo_partial.remove(id);
         let content_type = sub.rec.format.clone();
-        let body = self.document(&aor, &content_type, sub.rec.winfo_version, None);
+        let neutral = sub.rec.status == SubStatus::Pending || sub.rec.polite;
+        let body = self.document(&aor, &content_type, sub.rec.winfo_version, None, neutral);
         let state = SubscriptionState::new(SubState::Terminated).with_param("reason", reason);
         let mut msg = sub
             .rec
@@ -434,7 +479,7 @@ impl Agent {
                 self.gc(&aor);
             }
             NotifyOutcome::Delivered | NotifyOutcome::Transient => {
-                if sub.dirty {
+                if sub.dirty && !sub.throttled {
                     self.notify_or_defer(id, &mut fx);
                 }
             }
@@ -453,12 +498,27 @@ impl Agent {
         reason: Option<&str>,
         fx: &mut Effects,
     ) {
-        let body = self.rendered(aor, PresenceFormat::Pidf);
-        let tuples = self
-            .presentities
-            .get(aor)
-            .and_then(|p| p.cache.as_ref())
-            .map(|(d, _)| tuples_view(d));
+        // Pending or politely blocked CPIM watchers get the neutral document.
+        let sub = self.subs.get(&cpim_sub_id(&c.watcher, &c.target));
+        let neutral = sub.is_some_and(|s| s.rec.status == SubStatus::Pending || s.rec.polite);
+        let state = state.or(sub
+            .filter(|s| s.rec.status == SubStatus::Pending)
+            .map(|_| "pending"));
+        let (body, tuples) = if neutral {
+            let doc = crate::body::PresenceDoc::neutral(&crate::presence::entity_of(aor));
+            (
+                bytes::Bytes::from(doc.render(PresenceFormat::Pidf)),
+                Some(tuples_view(&doc)),
+            )
+        } else {
+            let body = self.rendered(aor, PresenceFormat::Pidf);
+            let tuples = self
+                .presentities
+                .get(aor)
+                .and_then(|p| p.cache.as_ref())
+                .map(|(d, _)| tuples_view(d));
+            (body, tuples)
+        };
         let n = NotifyRequest {
             watcher: c.watcher.clone(),
             target: c.target.clone(),
@@ -492,6 +552,13 @@ impl Agent {
             ..Effects::default()
         };
         let id = cpim_sub_id(watcher, target);
+        let watcher_aor = crate::sip::Uri::parse_str(watcher)
+            .map(|u| aor_key(&u))
+            .unwrap_or_default();
+        let action = self.decide(aor, &watcher_aor);
+        if action == PolicyAction::Block {
+            return (CpimResponse::failure(trans_id, 403, "Forbidden"), fx);
+        }
         let requested = duration.unwrap_or(self.settings.default_expires);
         if requested == 0 {
             // A fetch: one notification, nothing kept.
@@ -522,13 +589,18 @@ impl Agent {
                     dialog: Default::default(),
                     expires_at,
                     format: PresenceFormat::Pidf.content_type().into(),
-                    status: SubStatus::Active,
+                    status: if action == PolicyAction::Confirm {
+                        SubStatus::Pending
+                    } else {
+                        SubStatus::Active
+                    },
                     cpim: Some(CpimWatcher {
                         watcher: watcher.into(),
                         target: target.into(),
                         trans_id: trans_id.into(),
                     }),
                     winfo_version: 0,
+                    polite: action == PolicyAction::PoliteBlock,
                 };
                 self.presentities
                     .entry(aor.to_owned())
@@ -541,6 +613,8 @@ impl Agent {
                         rec,
                         in_flight: false,
                         dirty: false,
+                        last_sent: 0,
+                        throttled: false,
                     },
                 );
             }
@@ -551,7 +625,11 @@ impl Agent {
         fx.batch
             .put(Tree::Subscriptions, id.as_bytes().to_vec(), encode(&rec));
         self.notify_or_defer(&id, &mut fx);
-        (CpimResponse::success(trans_id, Some(granted)), fx)
+        let mut resp = CpimResponse::success(trans_id, Some(granted));
+        if action == PolicyAction::Confirm {
+            resp.status = crate::cpim::Status::Indeterminate;
+        }
+        (resp, fx)
     }
 }
 
@@ -609,6 +687,7 @@ impl Agent {
         content_type: &str,
         version: u32,
         partial: Option<Vec<WatcherEntry>>,
+        neutral: bool,
     ) -> bytes::Bytes {
         if content_type == winfo::CONTENT_TYPE {
             let full = partial.is_none();
@@ -637,6 +716,11 @@ impl Agent {
         }
         let format =
             PresenceFormat::from_content_type(content_type).unwrap_or(PresenceFormat::Pidf);
+        if neutral {
+            // Pending or politely blocked: never the real state (OMA 2.5, 2.6).
+            let doc = crate::body::PresenceDoc::neutral(&crate::presence::entity_of(aor));
+            return bytes::Bytes::from(doc.render(format));
+        }
         self.rendered(aor, format)
     }
 
@@ -662,6 +746,134 @@ impl Agent {
                 self.winfo_partial.insert(id.clone(), entries.clone());
             }
             self.notify_or_defer(&id, fx);
+        }
+    }
+}
+
+impl Agent {
+    /// The rule for `watcher` of `presentity` (both AOR keys): an explicit
+    /// rule, else the presentity domain's default, else the global default.
+    /// A presentity may always watch itself.
+    pub(crate) fn decide(&self, presentity: &str, watcher: &str) -> PolicyAction {
+        if presentity == watcher {
+            return PolicyAction::Allow;
+        }
+        if let Some(a) = self
+            .policies
+            .get(&(presentity.to_owned(), watcher.to_owned()))
+        {
+            return *a;
+        }
+        let domain = presentity
+            .rsplit('@')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        self.settings
+            .domain_policies
+            .get(&domain)
+            .copied()
+            .unwrap_or(self.settings.default_policy)
+    }
+
+    /// Sets (or with `None` removes) a rule and applies it at once to the
+    /// watcher's existing subscriptions (issue 5): allow → active with the
+    /// real document; polite-block → active, neutral; confirm → pending,
+    /// neutral; block → terminated;reason=rejected.
+    pub(crate) fn set_policy(
+        &mut self,
+        presentity: &str,
+        watcher: &str,
+        action: Option<PolicyAction>,
+    ) -> Effects {
+        let mut fx = Effects {
+            aor: Some(presentity.to_owned()),
+            ..Effects::default()
+        };
+        let rec = PolicyRecord {
+            presentity: presentity.to_owned(),
+            watcher: watcher.to_owned(),
+            action: action.unwrap_or(PolicyAction::Confirm),
+        };
+        match action {
+            Some(a) => {
+                self.policies
+                    .insert((presentity.to_owned(), watcher.to_owned()), a);
+                fx.batch
+                    .put(Tree::Policies, rec.key().into_bytes(), encode(&rec));
+            }
+            None => {
+                self.policies
+                    .remove(&(presentity.to_owned(), watcher.to_owned()));
+                fx.batch.delete(Tree::Policies, rec.key().into_bytes());
+            }
+        }
+        let effective = self.decide(presentity, watcher);
+        let ids: Vec<String> = self
+            .presentities
+            .get(presentity)
+            .map(|p| {
+                p.watchers
+                    .iter()
+                    .filter(|id| self.subs.get(*id).is_some_and(|s| s.rec.watcher == watcher))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in ids {
+            if effective == PolicyAction::Block {
+                self.terminate(&id, "rejected", &mut fx);
+                continue;
+            }
+            let Some(sub) = self.subs.get_mut(&id) else {
+                continue;
+            };
+            let (status, polite) = match effective {
+                PolicyAction::Allow => (SubStatus::Active, false),
+                PolicyAction::PoliteBlock => (SubStatus::Active, true),
+                _ => (SubStatus::Pending, false),
+            };
+            if sub.rec.status == status && sub.rec.polite == polite {
+                continue;
+            }
+            let approved = sub.rec.status == SubStatus::Pending && status == SubStatus::Active;
+            sub.rec.status = status;
+            sub.rec.polite = polite;
+            // A state change is not throttled away: it goes out now.
+            sub.last_sent = 0;
+            let entry = winfo_entry(&sub.rec, if approved { "approved" } else { "subscribe" });
+            fx.batch.put(
+                Tree::Subscriptions,
+                id.as_bytes().to_vec(),
+                encode(&sub.rec),
+            );
+            self.notify_or_defer(&id, &mut fx);
+            self.winfo_changed(presentity, vec![entry], &mut fx);
+        }
+        fx
+    }
+
+    /// The rules of a presentity, for the admin API.
+    pub(crate) fn policies_of(&self, presentity: &str) -> Vec<(String, PolicyAction)> {
+        let mut v: Vec<(String, PolicyAction)> = self
+            .policies
+            .iter()
+            .filter(|((p, _), _)| p == presentity)
+            .map(|((_, w), a)| (w.clone(), *a))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The throttle interval of `id` is over: send what waited.
+    pub(crate) fn throttle_over(&mut self, id: &str, fx: &mut Effects) {
+        let Some(sub) = self.subs.get_mut(id) else {
+            return;
+        };
+        sub.throttled = false;
+        if sub.dirty && !sub.in_flight {
+            sub.dirty = false;
+            self.notify_or_defer(id, fx);
         }
     }
 }

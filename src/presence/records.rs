@@ -88,6 +88,59 @@ pub struct SubscriptionRecord {
     /// The `version` of the next watcherinfo document (RFC 3858 §4.2).
     #[serde(default)]
     pub winfo_version: u32,
+    /// Polite blocking (OMA flow 2.5): active, but only ever the neutral
+    /// document.
+    #[serde(default)]
+    pub polite: bool,
+}
+
+/// An authorization rule for one watcher of one presentity (issue 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyAction {
+    /// 200 and the real document.
+    Allow,
+    /// 403 (to SUBSCRIBE and to a third-party PUBLISH, OMA flow 2.4).
+    Block,
+    /// 200 and a neutral, closed document, never the real state (OMA 2.5).
+    PoliteBlock,
+    /// 202, pending, neutral document until the owner decides (OMA 2.6).
+    Confirm,
+}
+
+impl PolicyAction {
+    pub fn parse(s: &str) -> Option<PolicyAction> {
+        match s {
+            "allow" => Some(PolicyAction::Allow),
+            "block" => Some(PolicyAction::Block),
+            "polite-block" => Some(PolicyAction::PoliteBlock),
+            "confirm" => Some(PolicyAction::Confirm),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyAction::Allow => "allow",
+            PolicyAction::Block => "block",
+            PolicyAction::PoliteBlock => "polite-block",
+            PolicyAction::Confirm => "confirm",
+        }
+    }
+}
+
+/// A stored rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub presentity: String,
+    pub watcher: String,
+    pub action: PolicyAction,
+}
+
+impl PolicyRecord {
+    pub fn key(&self) -> String {
+        format!("{}\n{}", self.presentity, self.watcher)
+    }
 }
 
 /// The CPIM side of a subscription: the identities as the adapter sent them.

@@ -7,8 +7,10 @@
 //! one flush (group commit), so throughput does not pay one fsync per
 //! request.
 
+mod mem;
 mod sled;
 
+pub use self::mem::MemStore;
 pub use self::sled::SledStore;
 
 use std::future::Future;
