@@ -63,6 +63,9 @@ start_gateway() {
 }
 
 # _gw_start DIR WAIT_HTTP [SECTION.KEY=VALUE ...]: start_gateway's body;
+# the base config allows every watcher and does not throttle NOTIFYs (the
+# flows here test issues 4 and 6; a case sets presence.default_policy or
+# presence.notify_min_interval_ms itself to test authorization/throttling);
 # config, log and store go under DIR; extra settings override or extend the
 # base config (see start_gateway_with). WAIT_HTTP non-empty: also wait for
 # "CPIM HTTP listening" before returning.
@@ -81,6 +84,8 @@ _gw_start() {
             'sip.routes=[]' \
             "cpim.listen=\"127.0.0.1:$http\"" \
             "store.path=\"$dir/store\"" \
+            'presence.default_policy="allow"' \
+            'presence.notify_min_interval_ms=0' \
             "$@" >"$cfg"
         : >"$GW_LOG"
         NO_COLOR=1 RUST_LOG=${RUST_LOG:-warn} "$BIN" run --config "$cfg" >"$GW_LOG" 2>&1 &
