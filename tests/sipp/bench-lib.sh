@@ -22,6 +22,12 @@ GW_STORE=""
 # bench_start_gateway: like lib.sh's start_gateway (UDP listener only: every
 # benchmark runs over UDP), with the extra keys above. Sets GW_PID, GW_PORT,
 # GW_HTTP, GW_LOG, GW_STORE. Waits 20 s at most; retries twice with new ports.
+# Load figures are for the presence and gateway paths, not authorization or
+# throttling: every watcher is allowed and NOTIFYs are not rate-limited
+# (environment overrides, so BENCH_EXTRA_TOML may still set [presence]).
+export GATEWAY__PRESENCE__DEFAULT_POLICY=${GATEWAY__PRESENCE__DEFAULT_POLICY:-allow}
+export GATEWAY__PRESENCE__NOTIFY_MIN_INTERVAL_MS=${GATEWAY__PRESENCE__NOTIFY_MIN_INTERVAL_MS:-0}
+
 bench_start_gateway() {
     local attempt cfg i
     for attempt in 1 2 3; do
@@ -133,6 +139,17 @@ gateway_udp_drops() {
 }
 machine_udp_drops() {
     awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) if ($i == "RcvbufErrors") c = i; h = 1 } else print $c }' /proc/net/snmp
+}
+
+# sipp_cpu_percent TIME_FILE T0 T1: CPU (user + system) of a process run
+# under `/usr/bin/time -o TIME_FILE -f "%U %S"`, as a percentage of one core
+# over T0..T1; "?" when the file is missing (the process was killed).
+sipp_cpu_percent() {
+    [[ -s "$1" ]] || {
+        echo "?"
+        return 0
+    }
+    awk -v t0="$2" -v t1="$3" 'NF == 2 && $1 ~ /^[0-9.]+$/ { u = $1; s = $2 } END { printf "%.0f", 100 * (u + s) / (t1 - t0) }' "$1"
 }
 
 # cpu_percent CPU0 CPU1 T0 T1: CPU used between two gateway_cpu readings, as a
