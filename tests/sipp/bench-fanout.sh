@@ -76,6 +76,8 @@ print("Subscriptions: %d active, %d failed, %d unfinished, created in %.1f s (%.
       n, r["failed"], r["unfinished"], r["setup_s"], r["setup_rate"] or 0,
       r["subscribe_retransmissions"], rss0, rss1))
 print()
+print("The watchers' socket had a %d MiB receive buffer (SO_RCVBUF as granted); drops on it delay NOTIFYs by the gateway's retransmission (T1 = 500 ms) and make the run a measurement of the watchers, not of the gateway." % (r.get("rcvbuf", 0) >> 20))
+print()
 print("Times are from sending the PUBLISH to the kernel's receive timestamp of each watcher's first NOTIFY after it. "
       "The watchers (one python3 process answering every NOTIFY 200) and the gateway shared the machine over 127.0.0.1 UDP: %s." % machine)
 ok = all(f["notified"] == n for f in r["fanouts"]) and r["failed"] == 0 and r["unfinished"] == 0

@@ -30,8 +30,8 @@ bench_wait_quiet >&2
 machine=$(bench_machine)
 bench_start_gateway >&2
 
-table="| target PUBLISH/s | achieved/s | sent | 200 OK | failed | retransmissions | UDP drops: gateway / all | p50 ms | p90 ms | p99 ms | max ms | gateway CPU (% of 1 core) |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+table="| target PUBLISH/s | achieved/s | sent | 200 OK | failed | retransmissions | UDP drops: gateway / all | p50 ms | p90 ms | p99 ms | max ms | gateway CPU (% of 1 core) | SIPp CPU (% of 1 core) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 best=""
 clean=""
 for rate in "${rates[@]}"; do
@@ -47,7 +47,7 @@ for rate in "${rates[@]}"; do
     mdrop0=$(machine_udp_drops)
     t0=$(date +%s.%N)
     rc=0
-    (cd "$step" && timeout -k 5 60 sipp "127.0.0.1:$GW_PORT" -sf bench-publish.xml \
+    (cd "$step" && timeout -k 5 60 /usr/bin/time -o time.txt -f "%U %S" sipp "127.0.0.1:$GW_PORT" -sf bench-publish.xml \
         -t u1 -i 127.0.0.1 -p "$lport" -key run "r$rate" \
         -m "$calls" -r "$rate" -l "$rate" -timeout 30s \
         -buff_size 4194304 \
@@ -62,14 +62,15 @@ for rate in "${rates[@]}"; do
     fi
     drops="$(($(gateway_udp_drops) - gdrop0)) / $(($(machine_udp_drops) - mdrop0))"
     cpu=$(cpu_percent "$cpu0" "$(gateway_cpu)" "$t0" "$t1")
+    scpu=$(sipp_cpu_percent "$step/time.txt" "$t0" "$t1")
     if [[ ! -s "$step/stat.csv" ]]; then
         echo "error: sipp wrote no statistics (exit $rc); its output:" >&2
         tail -n 20 "$step/screen.log" | indent >&2
         exit 1
     fi
     read -r sent ok failed retrans achieved p50 p90 p99 max < <(sipp_summary "$step/stat.csv" "$step/bench-publish_*_rtt.csv" 1)
-    table+=$'\n'"| $rate | $achieved | $sent | $ok | $failed | $retrans | $drops | $p50 | $p90 | $p99 | $max | $cpu |"
-    echo "   sipp exit $rc: sent $sent, ok $ok, failed $failed, retrans $retrans, UDP drops $drops, $achieved/s, p50/p90/p99/max $p50/$p90/$p99/$max ms, gateway CPU $cpu%" >&2
+    table+=$'\n'"| $rate | $achieved | $sent | $ok | $failed | $retrans | $drops | $p50 | $p90 | $p99 | $max | $cpu | $scpu |"
+    echo "   sipp exit $rc: sent $sent, ok $ok, failed $failed, retrans $retrans, UDP drops $drops, $achieved/s, p50/p90/p99/max $p50/$p90/$p99/$max ms, gateway CPU $cpu%, SIPp CPU $scpu%" >&2
     if ((failed > 0 || rc != 0 || sent < calls)); then
         echo "   stop: failures at $rate PUBLISH/s (see $step/errors.log)" >&2
         BENCH_KEEP=1

@@ -31,8 +31,8 @@ bench_wait_quiet >&2
 machine=$(bench_machine)
 bench_start_gateway >&2
 
-table="| target dialogs/s | achieved/s | dialogs | completed | failed | retransmissions | UDP drops: gateway / all | SUBSCRIBE→200 p50 / p90 / p99 / max ms | un-SUBSCRIBE→200 p50 / p90 / p99 ms | whole dialog p50 / p90 / p99 / max ms | gateway CPU (% of 1 core) |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+table="| target dialogs/s | achieved/s | dialogs | completed | failed | retransmissions | UDP drops: gateway / all | SUBSCRIBE→200 p50 / p90 / p99 / max ms | un-SUBSCRIBE→200 p50 / p90 / p99 ms | whole dialog p50 / p90 / p99 / max ms | gateway CPU (% of 1 core) | SIPp CPU (% of 1 core) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 best=""
 clean=""
 for rate in "${rates[@]}"; do
@@ -48,7 +48,7 @@ for rate in "${rates[@]}"; do
     mdrop0=$(machine_udp_drops)
     t0=$(date +%s.%N)
     rc=0
-    (cd "$step" && timeout -k 5 60 sipp "127.0.0.1:$GW_PORT" -sf bench-subscribe.xml \
+    (cd "$step" && timeout -k 5 60 /usr/bin/time -o time.txt -f "%U %S" sipp "127.0.0.1:$GW_PORT" -sf bench-subscribe.xml \
         -t u1 -i 127.0.0.1 -p "$lport" -key run "r$rate" \
         -m "$calls" -r "$rate" -l "$rate" -timeout 30s \
         -buff_size 4194304 \
@@ -63,6 +63,7 @@ for rate in "${rates[@]}"; do
     fi
     drops="$(($(gateway_udp_drops) - gdrop0)) / $(($(machine_udp_drops) - mdrop0))"
     cpu=$(cpu_percent "$cpu0" "$(gateway_cpu)" "$t0" "$t1")
+    scpu=$(sipp_cpu_percent "$step/time.txt" "$t0" "$t1")
     if [[ ! -s "$step/stat.csv" ]]; then
         echo "error: sipp wrote no statistics (exit $rc); its output:" >&2
         tail -n 20 "$step/screen.log" | indent >&2
@@ -71,8 +72,8 @@ for rate in "${rates[@]}"; do
     read -r sent ok failed retrans achieved \
         s50 s90 s99 smax u50 u90 u99 umax d50 d90 d99 dmax \
         < <(sipp_summary "$step/stat.csv" "$step/bench-subscribe_*_rtt.csv" 1 2 3)
-    table+=$'\n'"| $rate | $achieved | $sent | $ok | $failed | $retrans | $drops | $s50 / $s90 / $s99 / $smax | $u50 / $u90 / $u99 | $d50 / $d90 / $d99 / $dmax | $cpu |"
-    echo "   sipp exit $rc: dialogs $sent, ok $ok, failed $failed, retrans $retrans, UDP drops $drops, $achieved/s, SUBSCRIBE p50/p99 $s50/$s99 ms, dialog p50/p99 $d50/$d99 ms, gateway CPU $cpu%" >&2
+    table+=$'\n'"| $rate | $achieved | $sent | $ok | $failed | $retrans | $drops | $s50 / $s90 / $s99 / $smax | $u50 / $u90 / $u99 | $d50 / $d90 / $d99 / $dmax | $cpu | $scpu |"
+    echo "   sipp exit $rc: dialogs $sent, ok $ok, failed $failed, retrans $retrans, UDP drops $drops, $achieved/s, SUBSCRIBE p50/p99 $s50/$s99 ms, dialog p50/p99 $d50/$d99 ms, gateway CPU $cpu%, SIPp CPU $scpu%" >&2
     if ((failed > 0 || rc != 0 || sent < calls)); then
         echo "   stop: failures at $rate dialogs/s (see $step/errors.log)" >&2
         BENCH_KEEP=1
