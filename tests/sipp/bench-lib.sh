@@ -99,12 +99,12 @@ bench_restart_gateway() {
     return 1
 }
 
-# bench_wait_quiet [MAX_S]: waits (bounded: BENCH_QUIET_WAIT or MAX_S seconds,
+# bench_wait_quiet: waits (bounded: BENCH_QUIET_WAIT seconds,
 # default 600; 0 = do not wait) until no compiler, fuzzer or criterion bench
 # (another benchmark that would disturb this one, and be disturbed) runs and the 1-minute
 # load average is below BENCH_QUIET_LOAD (default 1.0). Prints what it saw.
 bench_wait_quiet() {
-    local max=${BENCH_QUIET_WAIT:-${1:-600}} limit=${BENCH_QUIET_LOAD:-1.0} t=0 busy load
+    local max=${BENCH_QUIET_WAIT:-600} limit=${BENCH_QUIET_LOAD:-1.0} t=0 busy load
     while :; do
         busy=$( (pgrep -f -- '(^|/)(rustc|rustdoc|cargo|cargo-fuzz|cargo-clippy|clippy-driver)( |$)|-max_total_time=|( |^)--bench( |$)' 2>/dev/null || true) | wc -l)
         load=$(cut -d' ' -f1 /proc/loadavg)

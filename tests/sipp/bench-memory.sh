@@ -112,7 +112,7 @@ echo "| measurement | subscriptions | gateway VmRSS | ΔRSS vs. start | bytes pe
 echo "|---|---:|---:|---:|---:|---:|---:|"
 echo "| gateway started, empty store | 0 | $rss0 kB | - | - | $store0 B | - |"
 echo "| after creating them (created at ${setup_rate}/s in ${setup_s} s) | $active | $rss1 kB | $((rss1 - rss0)) kB | **$(per "$rss0" "$rss1")** | $store1 B | $(awk -v a="$store0" -v b="$store1" -v n="$active" 'BEGIN { printf "%.0f", (b - a) / n }') |"
-echo "| ${BENCH_MEMORY_LINGER_S:-40} s later (finished transactions gone) | $active | $rss1b kB | $((rss1b - rss0)) kB | $(per "$rss0" "$rss1b") | $store1b B | $(awk -v a="$store0" -v b="$store1b" -v n="$active" 'BEGIN { printf "%.0f", (b - a) / n }') |"
+echo "| ${BENCH_MEMORY_LINGER_S:-40} s later (finished transactions expired; freed memory stays in the allocator) | $active | $rss1b kB | $((rss1b - rss0)) kB | $(per "$rss0" "$rss1b") | $store1b B | $(awk -v a="$store0" -v b="$store1b" -v n="$active" 'BEGIN { printf "%.0f", (b - a) / n }') |"
 echo "| after a restart on the same store (reloaded) | $active | $rss2 kB | $((rss2 - rss0)) kB | $(per "$rss0" "$rss2") | $store2 B | $(awk -v a="$store0" -v b="$store2" -v n="$active" 'BEGIN { printf "%.0f", (b - a) / n }') |"
 echo
 if ((active < count)); then
