@@ -44,6 +44,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub auth: AuthConfig,
     pub store: StoreConfig,
+    pub log: LogConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +182,11 @@ pub struct PresenceConfig {
     /// Per-domain defaults, e.g. `{ "example.com" = "allow" }`.
     pub domain_policies: std::collections::BTreeMap<String, String>,
     pub subscribe_success_code: u16,
+    /// Live subscriptions one watcher (From AOR) may hold at once, over all
+    /// presentities and packages; 0 = no limit.
+    pub max_subscriptions_per_watcher: usize,
+    /// Live subscriptions the presence agent holds in all; 0 = no limit.
+    pub max_subscriptions: usize,
 }
 
 impl Default for PresenceConfig {
@@ -193,6 +199,8 @@ impl Default for PresenceConfig {
             default_policy: "confirm".into(),
             domain_policies: Default::default(),
             subscribe_success_code: 200,
+            max_subscriptions_per_watcher: 100,
+            max_subscriptions: 1_000_000,
         }
     }
 }
@@ -229,12 +237,35 @@ impl Default for AuthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     pub path: String,
+    /// sled's page cache; records beyond it are read from disk on use.
+    pub cache_capacity_bytes: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: "./data".into(),
+            cache_capacity_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[log]`: where the `tracing` output goes and how it looks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (human-readable) or `json` (one object per line).
+    pub format: String,
+    /// A `tracing` filter (`info`, `sip_cpim_gateway=debug,warn`); `RUST_LOG`
+    /// overrides it when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            level: "info".into(),
         }
     }
 }
@@ -484,6 +515,18 @@ impl Config {
             bad(
                 "presence.subscribe_success_code",
                 "expected 200 or 202".into(),
+            );
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            bad("log.format", "expected \"text\" or \"json\"".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            bad("log.level", format!("not a tracing filter: {e}"));
+        }
+        if self.store.cache_capacity_bytes < 1024 * 1024 {
+            bad(
+                "store.cache_capacity_bytes",
+                "must be at least 1048576 (1 MiB)".into(),
             );
         }
         if !matches!(self.cpim.sip_header_scheme.as_str(), "sip" | "pres") {

@@ -77,12 +77,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging(&cfg.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -116,6 +111,28 @@ fn run(path: &std::path::Path) -> ExitCode {
         println!("stopped: store flushed");
         ExitCode::SUCCESS
     })
+}
+
+/// `[log]`: the level filter from the file unless `RUST_LOG` is set, text
+/// or JSON lines on stderr (stdout carries the startup lines scripts read).
+fn init_logging(log: &sip_cpim_gateway::config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .ok()
+        .or_else(|| EnvFilter::builder().parse(&log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log.format == "json" {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 async fn wait_for_signal() {

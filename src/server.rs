@@ -104,7 +104,10 @@ impl Server {
             cfg.sip.transport.udp_mtu_threshold,
         );
         let resolver = Arc::new(Resolver::new(&cfg.sip.routes).map_err(StartError::Config)?);
-        let store = Arc::new(SledStore::open(std::path::Path::new(&cfg.store.path))?);
+        let store = Arc::new(SledStore::open_with(
+            std::path::Path::new(&cfg.store.path),
+            cfg.store.cache_capacity_bytes,
+        )?);
         let (host, port) = transport
             .sent_by(Proto::Udp)
             .or_else(|| transport.sent_by(Proto::Tcp))
@@ -134,6 +137,8 @@ impl Server {
                 })
                 .collect(),
             notify_min_interval_ms: cfg.presence.notify_min_interval_ms,
+            max_subscriptions_per_watcher: cfg.presence.max_subscriptions_per_watcher,
+            max_subscriptions: cfg.presence.max_subscriptions,
             contact: format!("<sip:{host}:{port}{transport_param}>"),
         };
         let dyn_store: Arc<dyn Store> = store.clone();

@@ -15,6 +15,10 @@ use support::{TempDir, Ua, pidf};
 const W: Duration = Duration::from_secs(5);
 
 async fn start(dir: &TempDir, min_expires: u32) -> Server {
+    start_with(dir, min_expires, |_| {}).await
+}
+
+async fn start_with(dir: &TempDir, min_expires: u32, tune: impl FnOnce(&mut Config)) -> Server {
     let mut cfg = Config::default();
     cfg.sip.listen = vec!["udp:127.0.0.1:0".into()];
     cfg.cpim.listen = "127.0.0.1:0".into();
@@ -22,6 +26,7 @@ async fn start(dir: &TempDir, min_expires: u32) -> Server {
     cfg.presence.min_expires = min_expires;
     cfg.presence.default_policy = "allow".into();
     cfg.presence.notify_min_interval_ms = 0;
+    tune(&mut cfg);
     Server::start(&cfg).await.unwrap()
 }
 
@@ -268,6 +273,82 @@ async fn subscribe_status_codes() {
         )
         .await;
     assert_eq!(r.status(), Some(400), "SUBSCRIBE without Contact");
+}
+
+/// `[presence] max_subscriptions_per_watcher` and `max_subscriptions`:
+/// refused before anything is held (403 / 503 + Retry-After, the limit
+/// named in a Warning); a fetch is not held and not counted; ending a
+/// subscription frees its place.
+#[tokio::test]
+async fn subscription_limits_are_enforced() {
+    let dir = TempDir::new("limits");
+    let s = start_with(&dir, 60, |c| {
+        c.presence.max_subscriptions_per_watcher = 2;
+        c.presence.max_subscriptions = 3;
+    })
+    .await;
+    let ua = Ua::new(s.local_addr(Proto::Udp).unwrap()).await;
+    let mut n = Vec::new();
+    let ev = "Event: presence\r\n";
+    for (i, target) in ["sip:p1@example.com", "sip:p2@example.com"]
+        .iter()
+        .enumerate()
+    {
+        let r = ua
+            .request(&subscribe(target, &format!("lim{i}"), 600, ev), &mut n)
+            .await;
+        assert_eq!(r.status(), Some(200), "subscription {i} within the limit");
+    }
+    let third = subscribe("sip:p3@example.com", "lim2", 600, ev);
+    let r = ua.request(&third, &mut n).await;
+    assert_eq!(r.status(), Some(403), "bob's third subscription");
+    let warning = r.header_value(&HeaderName::Warning).unwrap_or_default();
+    assert!(
+        warning.starts_with("399 ") && warning.contains("per-watcher limit"),
+        "{warning}"
+    );
+    // A fetch (Expires: 0) holds nothing, so it is not refused.
+    let r = ua
+        .request(&subscribe("sip:p3@example.com", "lim-fetch", 0, ev), &mut n)
+        .await;
+    assert_eq!(r.status(), Some(200), "fetch within the limit");
+    // Another watcher fills the global limit (3), then a fourth is 503.
+    let carol = |call: &str, target: &str| {
+        subscribe(target, call, 600, ev).replace(
+            "sip:bob@example.com>;tag=bob1",
+            "sip:carol@example.com>;tag=c1",
+        )
+    };
+    let r = ua
+        .request(&carol("lim3", "sip:p1@example.com"), &mut n)
+        .await;
+    assert_eq!(r.status(), Some(200));
+    let r = ua
+        .request(&carol("lim4", "sip:p2@example.com"), &mut n)
+        .await;
+    assert_eq!(r.status(), Some(503), "global limit");
+    assert_eq!(r.header_value(&HeaderName::RetryAfter), Some("60"));
+    assert!(
+        r.header_value(&HeaderName::Warning)
+            .is_some_and(|w| w.contains("3 subscriptions, its limit"))
+    );
+    // Bob ends one subscription: his place is free again.
+    let first_ok = n
+        .iter()
+        .find(|m| m.call_id() == Some("lim0"))
+        .expect("NOTIFY of lim0")
+        .clone();
+    let tag = first_ok.from().unwrap().tag().unwrap().to_owned();
+    let unsub = subscribe("sip:p1@example.com", "lim0", 0, ev)
+        .replace(
+            "To: <sip:p1@example.com>",
+            &format!("To: <sip:p1@example.com>;tag={tag}"),
+        )
+        .replace("CSeq: 1 ", "CSeq: 2 ");
+    let r = ua.request(&unsub, &mut n).await;
+    assert_eq!(r.status(), Some(200));
+    let r = ua.request(&third, &mut n).await;
+    assert_eq!(r.status(), Some(200), "a freed place is usable again");
 }
 
 #[tokio::test]

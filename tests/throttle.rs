@@ -122,6 +122,8 @@ async fn ten_changes_in_one_second_give_one_immediate_then_one_coalesced_notify(
         default_policy: PolicyAction::Allow,
         domain_policies: Default::default(),
         notify_min_interval_ms: 5000,
+        max_subscriptions_per_watcher: 0,
+        max_subscriptions: 0,
     };
     let pa = PresenceAgent::start(
         settings,

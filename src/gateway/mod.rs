@@ -514,7 +514,10 @@ impl Actor {
         let mut m = e.rec.dialog.request(Method::Subscribe, &contact);
         m.push_header(HeaderName::Event, "presence");
         m.push_header(HeaderName::Expires, expires.to_string());
-        let key = (e.rec.dialog.call_id.clone(), e.rec.dialog.local_tag.clone());
+        let key = (
+            e.rec.dialog.call_id().to_owned(),
+            e.rec.dialog.local_tag().to_owned(),
+        );
         let next_hop = e.rec.dialog.next_hop();
         let mut batch = Batch::default();
         batch.put(
@@ -632,7 +635,7 @@ impl Actor {
                 // A 2xx to a refresh may update the remote target.
                 if let Ok(crate::sip::Contacts::List(l)) = resp.contacts() {
                     if let Some(c) = l.first() {
-                        e.rec.dialog.remote_target = c.uri.to_string();
+                        e.rec.dialog.set_remote_target(&c.uri.to_string());
                     }
                 }
                 id
@@ -1117,12 +1120,12 @@ impl Actor {
                         return;
                     }
                 };
-                dialog.local_uri = format!(
+                dialog.set_local_uri(&format!(
                     "<{}>",
                     req.request_uri()
                         .map(|u| u.with_scheme(Scheme::Sip))
                         .unwrap_or_else(|| Uri::sip(None, "invalid"))
-                );
+                ));
                 let rec = GatewayDialog {
                     id: id.clone(),
                     direction: Direction::SipToCpim,

@@ -48,6 +48,10 @@ pub struct PresenceSettings {
     /// At most one NOTIFY per subscription per interval (RFC 3856 §6.10);
     /// 0 disables throttling.
     pub notify_min_interval_ms: u64,
+    /// Live subscriptions per watcher; 0 = no limit.
+    pub max_subscriptions_per_watcher: usize,
+    /// Live subscriptions in all; 0 = no limit.
+    pub max_subscriptions: usize,
 }
 
 /// Milliseconds since the UNIX epoch: the wall clock read once, then
@@ -191,6 +195,7 @@ impl PresenceAgent {
             self_tx: tx.clone(),
             winfo_partial: HashMap::new(),
             policies: HashMap::new(),
+            per_watcher: HashMap::new(),
         };
         agent.load()?;
         tokio::spawn(agent.run(rx));
@@ -313,10 +318,10 @@ pub(crate) struct Sub {
 pub(crate) struct Presentity {
     pub bindings: Vec<BindingRecord>,
     pub publications: Vec<(PublicationRecord, PresenceDoc)>,
-    /// Subscriptions to the presence package.
-    pub watchers: BTreeSet<String>,
+    /// Subscriptions to the presence package (ids shared with `Agent::subs`).
+    pub watchers: BTreeSet<Arc<str>>,
     /// Subscriptions to its watcher information (`presence.winfo`).
-    pub winfo: BTreeSet<String>,
+    pub winfo: BTreeSet<Arc<str>>,
     /// The composed document and its renderings, until the next change.
     pub cache: Option<(PresenceDoc, Vec<(PresenceFormat, Bytes)>)>,
 }
@@ -325,9 +330,9 @@ pub(crate) struct Presentity {
 pub(crate) enum TimerKey {
     Binding(String),
     Publication(String),
-    Subscription(String),
+    Subscription(Arc<str>),
     /// The throttle interval of a subscription ended (RFC 3856 §6.10).
-    Throttle(String),
+    Throttle(Arc<str>),
 }
 
 pub(crate) struct Agent {
@@ -337,13 +342,16 @@ pub(crate) struct Agent {
     pub resolver: Arc<Resolver>,
     pub adapter: Adapter,
     pub presentities: HashMap<String, Presentity>,
-    pub subs: HashMap<String, Sub>,
+    pub subs: HashMap<Arc<str>, Sub>,
     pub timers: BinaryHeap<Reverse<(i64, TimerKey)>>,
     pub self_tx: mpsc::UnboundedSender<Command>,
     /// Partial watcherinfo state waiting for a winfo subscription's NOTIFY.
-    pub winfo_partial: HashMap<String, Vec<crate::body::winfo::WatcherEntry>>,
+    pub winfo_partial: HashMap<Arc<str>, Vec<crate::body::winfo::WatcherEntry>>,
     /// Authorization rules by (presentity, watcher).
     pub policies: HashMap<(String, String), records::PolicyAction>,
+    /// Live subscriptions per watcher (`SubscriptionRecord::watcher`), for
+    /// `max_subscriptions_per_watcher`.
+    pub per_watcher: HashMap<Box<str>, u32>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(tree: Tree, v: &[u8]) -> Result<T, StoreError> {
@@ -361,6 +369,7 @@ impl Agent {
     fn load(&mut self) -> Result<(), StoreError> {
         self.presentities.clear();
         self.subs.clear();
+        self.per_watcher.clear();
         self.timers.clear();
         for (_, v) in self.store.scan(Tree::Registrations)? {
             let b: BindingRecord = decode(Tree::Registrations, &v)?;
@@ -396,26 +405,7 @@ impl Agent {
         }
         for (_, v) in self.store.scan(Tree::Subscriptions)? {
             let s: SubscriptionRecord = decode(Tree::Subscriptions, &v)?;
-            self.timers.push(Reverse((
-                s.expires_at,
-                TimerKey::Subscription(s.id.clone()),
-            )));
-            let p = self.presentities.entry(s.presentity.clone()).or_default();
-            if s.event == "presence.winfo" {
-                p.winfo.insert(s.id.clone());
-            } else {
-                p.watchers.insert(s.id.clone());
-            }
-            self.subs.insert(
-                s.id.clone(),
-                Sub {
-                    rec: s,
-                    in_flight: false,
-                    dirty: false,
-                    last_sent: 0,
-                    throttled: false,
-                },
-            );
+            self.add_sub(s);
         }
         tracing::info!(
             presentities = self.presentities.len(),
@@ -496,7 +486,7 @@ impl Agent {
             } => {
                 let id = cpim_sub_id(&watcher, &target);
                 let mut fx = Effects::default();
-                let resp = if self.subs.contains_key(&id) {
+                let resp = if self.subs.contains_key(id.as_str()) {
                     self.terminate(&id, "timeout", &mut fx);
                     CpimResponse::success(&trans_id, None)
                 } else {
@@ -660,7 +650,7 @@ impl Agent {
 
     /// The presentity changed: drop the cache and notify every watcher.
     pub(crate) fn changed(&mut self, aor: &str, fx: &mut Effects) {
-        let watchers: Vec<String> = match self.presentities.get_mut(aor) {
+        let watchers: Vec<Arc<str>> = match self.presentities.get_mut(aor) {
             Some(p) => {
                 p.cache = None;
                 p.watchers.iter().cloned().collect()
@@ -670,6 +660,82 @@ impl Agent {
         for id in watchers {
             self.notify_or_defer(&id, fx);
         }
+    }
+
+    /// Starts holding a subscription: the subscription map, its
+    /// presentity's index, the per-watcher count and its expiry timer.
+    pub(crate) fn add_sub(&mut self, rec: SubscriptionRecord) {
+        let id = rec.id.clone();
+        self.timers.push(Reverse((
+            rec.expires_at,
+            TimerKey::Subscription(id.clone()),
+        )));
+        let p = self
+            .presentities
+            .entry(rec.presentity.to_string())
+            .or_default();
+        if rec.event == records::Package::WatcherInfo {
+            p.winfo.insert(id.clone());
+        } else {
+            p.watchers.insert(id.clone());
+        }
+        *self.per_watcher.entry(rec.watcher.clone()).or_default() += 1;
+        let sub = Sub {
+            rec,
+            in_flight: false,
+            dirty: false,
+            last_sent: 0,
+            throttled: false,
+        };
+        if let Some(old) = self.subs.insert(id, sub) {
+            // Same id again (a CPIM re-subscribe is a refresh, not this):
+            // the count follows the map.
+            self.uncount(&old.rec.watcher);
+        }
+    }
+
+    /// Stops holding a subscription (the inverse of [`Agent::add_sub`];
+    /// stale timers are ignored when they fire). The caller stores the
+    /// deletion and sends what the end implies.
+    pub(crate) fn remove_sub(&mut self, id: &str) -> Option<Sub> {
+        let sub = self.subs.remove(id)?;
+        if let Some(p) = self.presentities.get_mut(&*sub.rec.presentity) {
+            p.watchers.remove(id);
+            p.winfo.remove(id);
+        }
+        self.winfo_partial.remove(id);
+        self.uncount(&sub.rec.watcher);
+        Some(sub)
+    }
+
+    fn uncount(&mut self, watcher: &str) {
+        if let Some(n) = self.per_watcher.get_mut(watcher) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_watcher.remove(watcher);
+            }
+        }
+    }
+
+    /// Whether one more subscription for `watcher` is within the limits:
+    /// `Err` carries the status and the fault for the Warning.
+    pub(crate) fn admit(&self, watcher: &str) -> Result<(), (u16, String)> {
+        let max = self.settings.max_subscriptions;
+        if max > 0 && self.subs.len() >= max {
+            return Err((
+                503,
+                format!("the presence agent holds {max} subscriptions, its limit"),
+            ));
+        }
+        let per = self.settings.max_subscriptions_per_watcher;
+        let held = self.per_watcher.get(watcher).copied().unwrap_or(0) as usize;
+        if per > 0 && held >= per {
+            return Err((
+                403,
+                format!("{watcher} holds {held} subscriptions, the per-watcher limit"),
+            ));
+        }
+        Ok(())
     }
 
     /// Removes a presentity entry that no longer holds anything.

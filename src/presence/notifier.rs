@@ -1,9 +1,11 @@
 //! The notifier (RFC 6665 §4.2, RFC 3856 §6): SUBSCRIBE handling, NOTIFY
 //! generation, subscription expiry.
 
-use super::records::{CpimWatcher, PolicyAction, PolicyRecord, SubStatus, SubscriptionRecord};
+use super::records::{
+    CpimWatcher, DocFormat, Package, PolicyAction, PolicyRecord, SubStatus, SubscriptionRecord,
+};
 use super::{
-    Agent, Effects, NotifyOutcome, OutNotify, Sub, TimerKey, aor_key, cpim_sub_id, encode, now_ms,
+    Agent, Effects, NotifyOutcome, OutNotify, TimerKey, aor_key, cpim_sub_id, encode, now_ms,
 };
 use crate::body::winfo::{self, WatcherEntry, WatcherInfo, WatcherStatus};
 use crate::body::{PresenceFormat, negotiate};
@@ -13,6 +15,7 @@ use crate::sip::{HeaderName, Method, Scheme, SubState, SubscriptionState};
 use crate::store::Tree;
 use crate::transaction::ServerTransaction;
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 /// Event packages this notifier serves.
 pub(crate) const PACKAGES: &str = "presence, presence.winfo";
@@ -75,7 +78,7 @@ impl Agent {
             .flatten()
             .is_some_and(|e| e.is("presence.winfo"));
         let watcher_aor = req.from().map(|f| aor_key(&f.uri)).unwrap_or_default();
-        let content_type: String = if winfo {
+        let content_type: DocFormat = if winfo {
             // RFC 3857 §5.2: only the presentity may see its watchers.
             if watcher_aor != aor {
                 return reject(st, 403, "Forbidden");
@@ -97,7 +100,7 @@ impl Agent {
                     ..Effects::default()
                 };
             }
-            winfo::CONTENT_TYPE.to_owned()
+            DocFormat::WatcherInfo
         } else {
             let format = match req.accept() {
                 Ok(a) => match negotiate(a.as_deref()) {
@@ -116,7 +119,7 @@ impl Agent {
                 },
                 Err(e) => return reject(st, 400, &e.reason_phrase()),
             };
-            format.content_type().to_owned()
+            DocFormat::Presence(format)
         };
         let requested = expires.unwrap_or(self.settings.default_expires);
         if requested != 0 && requested < self.settings.min_expires {
@@ -168,17 +171,21 @@ impl Agent {
         if granted == 0 {
             // A fetch (RFC 3856 §6.4, OMA flow 2.3): one NOTIFY with the
             // state, terminated; nothing is kept.
-            let body = self.document(&aor, &content_type, 0, None, pending || polite);
+            let body = self.document(&aor, content_type, 0, None, pending || polite);
             let state =
                 SubscriptionState::new(SubState::Terminated).with_param("reason", "timeout");
             let mut msg = dialog.request(Method::Notify, &self.settings.contact);
-            let package = if winfo { "presence.winfo" } else { "presence" };
+            let package = if winfo {
+                Package::WatcherInfo
+            } else {
+                Package::Presence
+            };
             decorate(
                 &mut msg,
                 package,
                 event_id.as_deref(),
                 &state,
-                &content_type,
+                content_type,
                 body,
             );
             fx.notifies.push(OutNotify {
@@ -190,16 +197,38 @@ impl Agent {
             fx.reply = Some((st, resp));
             return fx;
         }
-        let rec = SubscriptionRecord {
-            id: dialog.id(),
-            presentity: aor.clone(),
-            watcher,
-            event: if winfo {
-                "presence.winfo".into()
+        if let Err((code, why)) = self.admit(&watcher) {
+            // A configured limit (`[presence] max_subscriptions*`): refused
+            // before anything is held, the limit named in a Warning.
+            let reason = if code == 503 {
+                "Service Unavailable"
             } else {
-                "presence".into()
+                "Forbidden"
+            };
+            let mut r = st.reply(code, reason);
+            let why = why.replace(['"', '\\'], "'");
+            r.push_header(
+                HeaderName::Warning,
+                format!("399 {} \"{why}\"", self.layer.policy().agent),
+            );
+            if code == 503 {
+                r.push_header(HeaderName::RetryAfter, "60");
+            }
+            return Effects {
+                reply: Some((st, r)),
+                ..Effects::default()
+            };
+        }
+        let rec = SubscriptionRecord {
+            id: dialog.id().into(),
+            presentity: aor.as_str().into(),
+            watcher: watcher.into(),
+            event: if winfo {
+                Package::WatcherInfo
+            } else {
+                Package::Presence
             },
-            event_id,
+            event_id: event_id.map(String::into_boxed_str),
             dialog,
             expires_at: now_ms() + i64::from(granted) * 1000,
             format: content_type,
@@ -213,27 +242,8 @@ impl Agent {
             polite,
         };
         let id = rec.id.clone();
-        self.timers.push(Reverse((
-            rec.expires_at,
-            TimerKey::Subscription(id.clone()),
-        )));
-        let p = self.presentities.entry(aor.clone()).or_default();
-        if winfo {
-            p.winfo.insert(id.clone());
-        } else {
-            p.watchers.insert(id.clone());
-        }
         let entry = (!winfo).then(|| winfo_entry(&rec, "subscribe"));
-        self.subs.insert(
-            id.clone(),
-            Sub {
-                rec,
-                in_flight: false,
-                dirty: false,
-                last_sent: 0,
-                throttled: false,
-            },
-        );
+        self.add_sub(rec);
         fx.reply = Some((st, resp));
         // The immediate NOTIFY (RFC 6665 §4.2.1.2); it also persists the record.
         self.notify_or_defer(&id, &mut fx);
@@ -255,7 +265,7 @@ impl Agent {
         let min = self.settings.min_expires;
         let max = self.settings.max_expires;
         let default = self.settings.default_expires;
-        let Some(sub) = self.subs.get_mut(&id) else {
+        let Some(sub) = self.subs.get_mut(id.as_str()) else {
             let r = st.reply(481, "Subscription Does Not Exist");
             return Effects {
                 reply: Some((st, r)),
@@ -282,7 +292,7 @@ impl Agent {
         // SUBSCRIBE is a target refresh request (RFC 6665 §4.1.2.1).
         if let Ok(crate::sip::Contacts::List(l)) = req.contacts() {
             if let Some(c) = l.first() {
-                sub.rec.dialog.remote_target = c.uri.to_string();
+                sub.rec.dialog.set_remote_target(&c.uri.to_string());
             }
         }
         let granted = requested.min(max);
@@ -290,7 +300,7 @@ impl Agent {
         let mut resp = st.reply(code, if code == 202 { "Accepted" } else { "OK" });
         resp.push_header(HeaderName::Expires, granted.to_string());
         resp.push_header(HeaderName::Contact, self.settings.contact.clone());
-        let aor = sub.rec.presentity.clone();
+        let aor = sub.rec.presentity.to_string();
         let mut fx = Effects {
             aor: Some(aor),
             reply: Some((st, resp)),
@@ -303,7 +313,7 @@ impl Agent {
             sub.rec.expires_at = now_ms() + i64::from(granted) * 1000;
             self.timers.push(Reverse((
                 sub.rec.expires_at,
-                TimerKey::Subscription(id.clone()),
+                TimerKey::Subscription(sub.rec.id.clone()),
             )));
             // RFC 6665 §4.2.1.2: a refresh is answered with a NOTIFY too.
             self.notify_or_defer(&id, &mut fx);
@@ -329,8 +339,9 @@ impl Agent {
             return;
         }
         let aor = sub.rec.presentity.clone();
-        let content_type = sub.rec.format.clone();
+        let content_type = sub.rec.format;
         let version = sub.rec.winfo_version;
+        let shared_id = sub.rec.id.clone();
         let partial = self.winfo_partial.remove(id);
         let neutral = sub.rec.status == SubStatus::Pending || sub.rec.polite;
         // RFC 3856 §6.10: at most one NOTIFY per interval; the first one is
@@ -344,15 +355,15 @@ impl Agent {
             s.dirty = true;
             s.throttled = true;
             if let Some(p) = partial {
-                self.winfo_partial.insert(id.to_owned(), p);
+                self.winfo_partial.insert(shared_id.clone(), p);
             }
             if arm {
                 self.timers
-                    .push(Reverse((at, TimerKey::Throttle(id.to_owned()))));
+                    .push(Reverse((at, TimerKey::Throttle(shared_id))));
             }
             return;
         }
-        let body = self.document(&aor, &content_type, version, partial, neutral);
+        let body = self.document(&aor, content_type, version, partial, neutral);
         let contact = self.settings.contact.clone();
         let sub = self.subs.get_mut(id).expect("checked above");
         sub.rec.winfo_version += 1;
@@ -366,10 +377,10 @@ impl Agent {
         let mut msg = sub.rec.dialog.request(Method::Notify, &contact);
         decorate(
             &mut msg,
-            &sub.rec.event,
+            sub.rec.event,
             sub.rec.event_id.as_deref(),
             &state,
-            &content_type,
+            content_type,
             body,
         );
         sub.in_flight = true;
@@ -390,15 +401,11 @@ impl Agent {
 
     /// Ends a subscription with a final NOTIFY (`terminated;reason=…`).
     pub(crate) fn terminate(&mut self, id: &str, reason: &str, fx: &mut Effects) {
-        let Some(mut sub) = self.subs.remove(id) else {
+        let Some(mut sub) = self.remove_sub(id) else {
             return;
         };
         let aor = sub.rec.presentity.clone();
-        if let Some(p) = self.presentities.get_mut(&aor) {
-            p.watchers.remove(id);
-            p.winfo.remove(id);
-        }
-        if sub.rec.event == "presence" {
+        if sub.rec.event == Package::Presence {
             // The presentity's winfo subscribers learn it (RFC 3857 §3.4.2).
             let e = winfo_entry(&sub.rec, winfo_event(reason));
             self.winfo_changed(
@@ -417,9 +424,9 @@ impl Agent {
             return;
         }
         self.winfo_partial.remove(id);
-        let content_type = sub.rec.format.clone();
+        let content_type = sub.rec.format;
         let neutral = sub.rec.status == SubStatus::Pending || sub.rec.polite;
-        let body = self.document(&aor, &content_type, sub.rec.winfo_version, None, neutral);
+        let body = self.document(&aor, content_type, sub.rec.winfo_version, None, neutral);
         let state = SubscriptionState::new(SubState::Terminated).with_param("reason", reason);
         let mut msg = sub
             .rec
@@ -427,10 +434,10 @@ impl Agent {
             .request(Method::Notify, &self.settings.contact);
         decorate(
             &mut msg,
-            &sub.rec.event,
+            sub.rec.event,
             sub.rec.event_id.as_deref(),
             &state,
-            &content_type,
+            content_type,
             body,
         );
         fx.batch.delete(Tree::Subscriptions, id.as_bytes().to_vec());
@@ -461,8 +468,8 @@ impl Agent {
                 // The watcher is gone: remove without another NOTIFY.
                 tracing::info!(subscription = %id, "NOTIFY failed; subscription removed");
                 let aor = sub.rec.presentity.clone();
-                if let Some(gone) = self.subs.remove(id) {
-                    if gone.rec.event == "presence" {
+                if let Some(gone) = self.remove_sub(id) {
+                    if gone.rec.event == Package::Presence {
                         let e = winfo_entry(&gone.rec, "timeout");
                         let e = WatcherEntry {
                             status: WatcherStatus::Terminated,
@@ -470,10 +477,6 @@ impl Agent {
                         };
                         self.winfo_changed(&gone.rec.presentity, vec![e], &mut fx);
                     }
-                }
-                self.winfo_partial.remove(id);
-                if let Some(p) = self.presentities.get_mut(&aor) {
-                    p.watchers.remove(id);
                 }
                 fx.batch.delete(Tree::Subscriptions, id.as_bytes().to_vec());
                 self.gc(&aor);
@@ -499,7 +502,7 @@ impl Agent {
         fx: &mut Effects,
     ) {
         // Pending or politely blocked CPIM watchers get the neutral document.
-        let sub = self.subs.get(&cpim_sub_id(&c.watcher, &c.target));
+        let sub = self.subs.get(cpim_sub_id(&c.watcher, &c.target).as_str());
         let neutral = sub.is_some_and(|s| s.rec.status == SubStatus::Pending || s.rec.polite);
         let state = state.or(sub
             .filter(|s| s.rec.status == SubStatus::Pending)
@@ -551,7 +554,7 @@ impl Agent {
             aor: Some(aor.to_owned()),
             ..Effects::default()
         };
-        let id = cpim_sub_id(watcher, target);
+        let id: Arc<str> = cpim_sub_id(watcher, target).into();
         let watcher_aor = crate::sip::Uri::parse_str(watcher)
             .map(|u| aor_key(&u))
             .unwrap_or_default();
@@ -578,52 +581,46 @@ impl Agent {
         let granted = requested.clamp(self.settings.min_expires, self.settings.max_expires);
         let expires_at = now_ms() + i64::from(granted) * 1000;
         match self.subs.get_mut(&id) {
-            Some(sub) => sub.rec.expires_at = expires_at,
+            Some(sub) => {
+                sub.rec.expires_at = expires_at;
+                self.timers
+                    .push(Reverse((expires_at, TimerKey::Subscription(id.clone()))));
+            }
             None => {
+                if let Err((code, why)) = self.admit(watcher) {
+                    tracing::info!(%watcher, %why, "CPIM subscribe refused");
+                    return (CpimResponse::failure(trans_id, code, &why), fx);
+                }
                 let rec = SubscriptionRecord {
                     id: id.clone(),
-                    presentity: aor.to_owned(),
-                    watcher: watcher.to_owned(),
-                    event: "presence".into(),
+                    presentity: aor.into(),
+                    watcher: watcher.into(),
+                    event: Package::Presence,
                     event_id: None,
                     dialog: Default::default(),
                     expires_at,
-                    format: PresenceFormat::Pidf.content_type().into(),
+                    format: DocFormat::Presence(PresenceFormat::Pidf),
                     status: if action == PolicyAction::Confirm {
                         SubStatus::Pending
                     } else {
                         SubStatus::Active
                     },
-                    cpim: Some(CpimWatcher {
+                    cpim: Some(Box::new(CpimWatcher {
                         watcher: watcher.into(),
                         target: target.into(),
                         trans_id: trans_id.into(),
-                    }),
+                    })),
                     winfo_version: 0,
                     polite: action == PolicyAction::PoliteBlock,
                 };
-                self.presentities
-                    .entry(aor.to_owned())
-                    .or_default()
-                    .watchers
-                    .insert(id.clone());
-                self.subs.insert(
-                    id.clone(),
-                    Sub {
-                        rec,
-                        in_flight: false,
-                        dirty: false,
-                        last_sent: 0,
-                        throttled: false,
-                    },
-                );
+                self.add_sub(rec);
             }
         }
-        self.timers
-            .push(Reverse((expires_at, TimerKey::Subscription(id.clone()))));
-        let rec = self.subs[&id].rec.clone();
-        fx.batch
-            .put(Tree::Subscriptions, id.as_bytes().to_vec(), encode(&rec));
+        fx.batch.put(
+            Tree::Subscriptions,
+            id.as_bytes().to_vec(),
+            encode(&self.subs[&id].rec),
+        );
         self.notify_or_defer(&id, &mut fx);
         let mut resp = CpimResponse::success(trans_id, Some(granted));
         if action == PolicyAction::Confirm {
@@ -636,19 +633,20 @@ impl Agent {
 /// Event, Subscription-State and the body of a NOTIFY (RFC 6665 §8.2).
 fn decorate(
     msg: &mut crate::sip::Message,
-    package: &str,
+    package: Package,
     event_id: Option<&str>,
     state: &SubscriptionState,
-    content_type: &str,
+    format: DocFormat,
     body: bytes::Bytes,
 ) {
+    let package = package.as_str();
     let event = match event_id {
         Some(id) => format!("{package};id={id}"),
         None => package.to_owned(),
     };
     msg.push_header(HeaderName::Event, event);
     msg.push_header(HeaderName::SubscriptionState, state.to_string());
-    msg.set_body(content_type, body);
+    msg.set_body(format.content_type(), body);
 }
 
 /// A watcher as winfo shows it (RFC 3858 §4).
@@ -660,7 +658,7 @@ fn winfo_entry(rec: &SubscriptionRecord, event: &'static str) -> WatcherEntry {
             SubStatus::Pending => WatcherStatus::Pending,
         },
         event,
-        uri: rec.watcher.clone(),
+        uri: rec.watcher.to_string(),
         duration_subscribed: None,
     }
 }
@@ -684,12 +682,12 @@ impl Agent {
     pub(crate) fn document(
         &mut self,
         aor: &str,
-        content_type: &str,
+        format: DocFormat,
         version: u32,
         partial: Option<Vec<WatcherEntry>>,
         neutral: bool,
     ) -> bytes::Bytes {
-        if content_type == winfo::CONTENT_TYPE {
+        let DocFormat::Presence(format) = format else {
             let full = partial.is_none();
             let watchers = match partial {
                 Some(p) => p,
@@ -713,9 +711,7 @@ impl Agent {
                 watchers,
             };
             return bytes::Bytes::from(doc.render());
-        }
-        let format =
-            PresenceFormat::from_content_type(content_type).unwrap_or(PresenceFormat::Pidf);
+        };
         if neutral {
             // Pending or politely blocked: never the real state (OMA 2.5, 2.6).
             let doc = crate::body::PresenceDoc::neutral(&crate::presence::entity_of(aor));
@@ -732,7 +728,7 @@ impl Agent {
         entries: Vec<WatcherEntry>,
         fx: &mut Effects,
     ) {
-        let ids: Vec<String> = self
+        let ids: Vec<Arc<str>> = self
             .presentities
             .get(aor)
             .map(|p| p.winfo.iter().cloned().collect())
@@ -809,13 +805,17 @@ impl Agent {
             }
         }
         let effective = self.decide(presentity, watcher);
-        let ids: Vec<String> = self
+        let ids: Vec<Arc<str>> = self
             .presentities
             .get(presentity)
             .map(|p| {
                 p.watchers
                     .iter()
-                    .filter(|id| self.subs.get(*id).is_some_and(|s| s.rec.watcher == watcher))
+                    .filter(|id| {
+                        self.subs
+                            .get(*id)
+                            .is_some_and(|s| &*s.rec.watcher == watcher)
+                    })
                     .cloned()
                     .collect()
             })

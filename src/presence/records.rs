@@ -2,8 +2,10 @@
 //! times in UNIX milliseconds, serialized as JSON so `export` dumps are
 //! readable.
 
+use crate::body::PresenceFormat;
 use crate::dialog::Dialog;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// One registered contact of a local AOR (RFC 3261 §10.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,24 +69,87 @@ pub enum SubStatus {
     Pending,
 }
 
+/// The event package of a subscription (RFC 6665 §7.2, RFC 3856, RFC 3857).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Package {
+    #[serde(rename = "presence")]
+    Presence,
+    #[serde(rename = "presence.winfo")]
+    WatcherInfo,
+}
+
+impl Package {
+    /// The Event header token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Package::Presence => "presence",
+            Package::WatcherInfo => "presence.winfo",
+        }
+    }
+}
+
+/// The documents a subscription gets: a presence format (negotiated from
+/// Accept) or watcher information. Stored as its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DocFormat {
+    Presence(PresenceFormat),
+    WatcherInfo,
+}
+
+impl DocFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            DocFormat::Presence(f) => f.content_type(),
+            DocFormat::WatcherInfo => crate::body::winfo::CONTENT_TYPE,
+        }
+    }
+
+    pub fn from_content_type(ct: &str) -> Option<DocFormat> {
+        if ct.eq_ignore_ascii_case(crate::body::winfo::CONTENT_TYPE) {
+            Some(DocFormat::WatcherInfo)
+        } else {
+            PresenceFormat::from_content_type(ct).map(DocFormat::Presence)
+        }
+    }
+}
+
+impl Serialize for DocFormat {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.content_type())
+    }
+}
+
+impl<'de> Deserialize<'de> for DocFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DocFormat, D::Error> {
+        let ct = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DocFormat::from_content_type(&ct)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown document format {ct:?}")))
+    }
+}
+
 /// One subscription to a local presentity.
+///
+/// Every live subscription is held in memory as one of these, so the text
+/// is held compactly (issue 4: memory per subscription): the id is shared
+/// with the agent's indexes and timers (`Arc`), the package and format are
+/// enums, the dialog is one buffer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubscriptionRecord {
     /// The dialog id (`Call-ID;local-tag;remote-tag`).
-    pub id: String,
-    pub presentity: String,
-    pub watcher: String,
-    pub event: String,
-    pub event_id: Option<String>,
+    pub id: Arc<str>,
+    pub presentity: Arc<str>,
+    pub watcher: Box<str>,
+    pub event: Package,
+    pub event_id: Option<Box<str>>,
     pub dialog: Dialog,
     pub expires_at: i64,
     /// Content type of the documents this watcher gets.
-    pub format: String,
+    pub format: DocFormat,
     pub status: SubStatus,
     /// A CPIM watcher served directly (no SIP dialog): notifications go
     /// to the adapter queue (design §2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpim: Option<CpimWatcher>,
+    pub cpim: Option<Box<CpimWatcher>>,
     /// The `version` of the next watcherinfo document (RFC 3858 §4.2).
     #[serde(default)]
     pub winfo_version: u32,

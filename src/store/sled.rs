@@ -11,6 +11,9 @@ use tokio::sync::{mpsc, oneshot};
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
+/// sled's page cache when none is configured (`[store] cache_capacity_bytes`).
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
 pub struct SledStore {
     db: sled::Db,
     trees: Vec<sled::Tree>,
@@ -30,7 +33,16 @@ impl SledStore {
     ///
     /// Must be called inside a tokio runtime (the committer is a task).
     pub fn open(path: &Path) -> Result<SledStore, StoreError> {
-        let db = match sled::Config::new().path(path).open() {
+        Self::open_with(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// As [`SledStore::open`], with sled's page cache bounded to
+    /// `cache_bytes`. The agents keep every live record in memory, so the
+    /// cache only serves startup scans and rewrites; sled's own default
+    /// (1 GiB) would hold a second copy of every record.
+    pub fn open_with(path: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
+        let config = || sled::Config::new().path(path).cache_capacity(cache_bytes);
+        let db = match config().open() {
             Ok(db) => db,
             // Only a store sled reports as corrupt is moved aside; a lock
             // held by another process or a permission problem is an error.
@@ -43,7 +55,7 @@ impl SledStore {
                 tracing::error!(path = %path.display(), aside = %aside.display(), error = %e,
                     "store cannot be opened; moving it aside and starting with an empty store");
                 std::fs::rename(path, &aside).map_err(io)?;
-                sled::Config::new().path(path).open().map_err(io)?
+                config().open().map_err(io)?
             }
             Err(e) => return Err(io(e)),
         };

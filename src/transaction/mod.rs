@@ -128,6 +128,18 @@ fn server_key(req: &Message, source: &Source) -> Option<ServerKey> {
 /// Client transaction identity (§17.1.3): branch and CSeq method.
 type ClientKey = (String, String);
 
+/// A client transaction's entry in the table.
+///
+/// Invariant: `Waiting` holds the only sender of the channel its
+/// `send_request` future reads; once the final response is delivered the
+/// entry becomes `Completed`, which drops the channel (its first block is
+/// allocated for 32 messages) and only absorbs retransmitted responses until
+/// Timer K (§17.1.2.2).
+enum ClientSlot {
+    Waiting(mpsc::UnboundedSender<Box<Message>>),
+    Completed,
+}
+
 #[derive(Debug, Default)]
 struct ServerPhase {
     /// The last response sent, re-sent on a retransmitted request.
@@ -155,7 +167,7 @@ struct Shared {
     timers: Timers,
     policy: UasPolicy,
     udp_mtu_threshold: usize,
-    clients: Mutex<HashMap<ClientKey, mpsc::UnboundedSender<Message>>>,
+    clients: Mutex<HashMap<ClientKey, ClientSlot>>,
     servers: Mutex<HashMap<ServerKey, Arc<ServerEntry>>>,
     app: mpsc::Sender<ServerTransaction>,
     /// Client transactions waiting for their final response.
@@ -163,9 +175,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn clients(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ClientKey, mpsc::UnboundedSender<Message>>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, ClientSlot>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -271,10 +281,15 @@ impl TransactionLayer {
                 return;
             }
         };
-        let tx = self.shared.clients().get(&key).cloned();
+        let tx = match self.shared.clients().get(&key) {
+            Some(ClientSlot::Waiting(tx)) => Some(tx.clone()),
+            // A retransmitted final response, absorbed in Completed (§17.1.2.2).
+            Some(ClientSlot::Completed) => return,
+            None => None,
+        };
         match tx {
             Some(tx) => {
-                let _ = tx.send(msg);
+                let _ = tx.send(Box::new(msg));
             }
             None => tracing::debug!(peer = %source.peer, branch = %key.0, "stray response dropped"),
         }
@@ -513,7 +528,9 @@ impl TransactionLayer {
         }
         let key: ClientKey = (branch.clone(), cseq_method);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        self.shared.clients().insert(key.clone(), tx);
+        self.shared
+            .clients()
+            .insert(key.clone(), ClientSlot::Waiting(tx));
         let guard = ClientGuard::new(self.shared.clone(), key);
 
         if let Err(e) = self
@@ -567,6 +584,9 @@ impl TransactionLayer {
                             // but give the TU its response now.
                             let mut guard = guard;
                             if let Some(key) = guard.key.take() {
+                                self.shared
+                                    .clients()
+                                    .insert(key.clone(), ClientSlot::Completed);
                                 let shared = self.shared.clone();
                                 tokio::spawn(async move {
                                     tokio::time::sleep(k).await;
@@ -608,7 +628,7 @@ impl TransactionLayer {
                         let status = resp.status().unwrap_or(500);
                         pending = sm.on_response(status);
                         if pending.contains(&ClientAction::DeliverFinal) {
-                            final_response = Some(resp);
+                            final_response = Some(*resp);
                         }
                     }
                     None => return Err(ClientError::Invalid("transaction table dropped")),
