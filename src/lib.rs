@@ -1,6 +1,7 @@
 //! sip-cpim-gateway: a SIP ↔ CPIM presence interworking gateway with an
 //! internal presence agent. See `docs/architecture.md` for the module map.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod dialog;
 pub mod gateway;
 pub mod http;
 pub mod lint;
+pub mod metrics;
 pub mod presence;
 pub mod router;
 pub mod server;

@@ -22,7 +22,7 @@ use crate::delivery::{Adapter, Staged};
 use crate::dialog::{Dialog, dialog_id};
 use crate::presence::{PresenceAgent, aor_key, now_ms};
 use crate::sip::{HeaderName, Message, Method, Scheme, SubState, SubscriptionState, Uri};
-use crate::store::{Batch, Store, StoreError, Tree};
+use crate::store::{Batch, Store, StoreError, Tree, codec};
 use crate::transaction::{ServerTransaction, TransactionLayer, random_token};
 use crate::transport::Resolver;
 use records::{Direction, GatewayDialog};
@@ -256,12 +256,9 @@ fn presence_of_body(content_type: Option<String>, body: &bytes::Bytes) -> Presen
 
 impl Actor {
     fn load(&mut self) -> Result<(), StoreError> {
-        for (_, v) in self.store.scan(Tree::Dialogs)? {
-            let rec: GatewayDialog =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-                    tree: Tree::Dialogs.name(),
-                    reason: e.to_string(),
-                })?;
+        let store = self.store.clone();
+        store.visit(Tree::Dialogs, &mut |_, v| {
+            let rec: GatewayDialog = codec::decode(Tree::Dialogs, v)?;
             match rec.direction {
                 Direction::CpimToSip => {
                     self.by_pair
@@ -284,8 +281,8 @@ impl Actor {
                     latest: None,
                 },
             );
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// When to refresh a CPIM → SIP subscription: well before it expires.
@@ -523,7 +520,7 @@ impl Actor {
         batch.put(
             Tree::Dialogs,
             id.as_bytes().to_vec(),
-            serde_json::to_vec(&e.rec).expect("serializes"),
+            codec::encode(&e.rec),
         );
         self.pending.insert(
             key.clone(),
@@ -685,7 +682,7 @@ impl Actor {
         batch.put(
             Tree::Dialogs,
             id.as_bytes().to_vec(),
-            serde_json::to_vec(&rec).expect("serializes"),
+            codec::encode(&rec),
         );
         let r = CpimResponse {
             status,
@@ -853,7 +850,7 @@ impl Actor {
             batch.put(
                 Tree::Dialogs,
                 id.as_bytes().to_vec(),
-                serde_json::to_vec(&e.rec).expect("serializes"),
+                codec::encode(&e.rec),
             );
         }
         // The 200 goes once the delivery is queued durably.
@@ -1178,7 +1175,7 @@ impl Actor {
         batch.put(
             Tree::Dialogs,
             id.as_bytes().to_vec(),
-            serde_json::to_vec(&rec2).expect("serializes"),
+            codec::encode(&rec2),
         );
         let (layer, resolver, me) = (self.layer.clone(), self.resolver.clone(), self.me.clone());
         self.commit_then(batch, vec![], move |_| {
@@ -1286,7 +1283,7 @@ impl Actor {
                 batch.put(
                     Tree::Dialogs,
                     id.as_bytes().to_vec(),
-                    serde_json::to_vec(&e.rec).expect("serializes"),
+                    codec::encode(&e.rec),
                 );
                 continue;
             }
@@ -1301,7 +1298,7 @@ impl Actor {
             batch.put(
                 Tree::Dialogs,
                 id.as_bytes().to_vec(),
-                serde_json::to_vec(&rec).expect("serializes"),
+                codec::encode(&rec),
             );
             self.dialogs.get_mut(id).expect("listed").rec = rec;
             sends.push((id.clone(), m, hop));
@@ -1359,7 +1356,7 @@ impl Actor {
             batch.put(
                 Tree::Dialogs,
                 id.as_bytes().to_vec(),
-                serde_json::to_vec(&rec).expect("serializes"),
+                codec::encode(&rec),
             );
             self.dialogs.get_mut(id).expect("present").rec = rec;
             let (layer, resolver, me, id) = (

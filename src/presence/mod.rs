@@ -196,6 +196,7 @@ impl PresenceAgent {
             winfo_partial: HashMap::new(),
             policies: HashMap::new(),
             per_watcher: HashMap::new(),
+            watcher_hasher: std::hash::RandomState::new(),
         };
         agent.load()?;
         tokio::spawn(agent.run(rx));
@@ -349,21 +350,15 @@ pub(crate) struct Agent {
     pub winfo_partial: HashMap<Arc<str>, Vec<crate::body::winfo::WatcherEntry>>,
     /// Authorization rules by (presentity, watcher).
     pub policies: HashMap<(String, String), records::PolicyAction>,
-    /// Live subscriptions per watcher (`SubscriptionRecord::watcher`), for
-    /// `max_subscriptions_per_watcher`.
-    pub per_watcher: HashMap<Box<str>, u32>,
+    /// Live subscriptions per watcher, for `max_subscriptions_per_watcher`,
+    /// keyed by a 64-bit hash of `SubscriptionRecord::watcher` (no copy of
+    /// the URI per watcher; a collision would only make two watchers share
+    /// one count).
+    pub per_watcher: HashMap<u64, u32>,
+    pub watcher_hasher: std::hash::RandomState,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(tree: Tree, v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
-        tree: tree.name(),
-        reason: e.to_string(),
-    })
-}
-
-pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("records serialize")
-}
+pub(crate) use crate::store::codec::{decode, encode};
 
 impl Agent {
     fn load(&mut self) -> Result<(), StoreError> {
@@ -403,10 +398,12 @@ impl Agent {
             let p: records::PolicyRecord = decode(Tree::Policies, &v)?;
             self.policies.insert((p.presentity, p.watcher), p.action);
         }
-        for (_, v) in self.store.scan(Tree::Subscriptions)? {
-            let s: SubscriptionRecord = decode(Tree::Subscriptions, &v)?;
+        let store = self.store.clone();
+        store.visit(Tree::Subscriptions, &mut |_, v| {
+            let s: SubscriptionRecord = decode(Tree::Subscriptions, v)?;
             self.add_sub(s);
-        }
+            Ok(())
+        })?;
         tracing::info!(
             presentities = self.presentities.len(),
             subscriptions = self.subs.len(),
@@ -679,7 +676,7 @@ impl Agent {
         } else {
             p.watchers.insert(id.clone());
         }
-        *self.per_watcher.entry(rec.watcher.clone()).or_default() += 1;
+        *self.per_watcher.entry(self.watcher_key(&rec.watcher)).or_default() += 1;
         let sub = Sub {
             rec,
             in_flight: false,
@@ -708,11 +705,17 @@ impl Agent {
         Some(sub)
     }
 
+    fn watcher_key(&self, watcher: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.watcher_hasher.hash_one(watcher)
+    }
+
     fn uncount(&mut self, watcher: &str) {
-        if let Some(n) = self.per_watcher.get_mut(watcher) {
+        let key = self.watcher_key(watcher);
+        if let Some(n) = self.per_watcher.get_mut(&key) {
             *n -= 1;
             if *n == 0 {
-                self.per_watcher.remove(watcher);
+                self.per_watcher.remove(&key);
             }
         }
     }
@@ -728,7 +731,11 @@ impl Agent {
             ));
         }
         let per = self.settings.max_subscriptions_per_watcher;
-        let held = self.per_watcher.get(watcher).copied().unwrap_or(0) as usize;
+        let held = self
+            .per_watcher
+            .get(&self.watcher_key(watcher))
+            .copied()
+            .unwrap_or(0) as usize;
         if per > 0 && held >= per {
             return Err((
                 403,

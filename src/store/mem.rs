@@ -2,7 +2,7 @@
 //! no durability. For tests that run on tokio's paused clock, where a
 //! blocking flush would let virtual time jump.
 
-use super::{Batch, CommitFuture, Op, Records, Store, StoreError, Tree};
+use super::{Batch, CommitFuture, Op, Store, StoreError, Tree, Visitor};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -24,14 +24,16 @@ impl Store for MemStore {
             .and_then(|t| t.get(key).cloned()))
     }
 
-    fn scan(&self, tree: Tree) -> Result<Records, StoreError> {
-        Ok(self
-            .trees
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&tree)
-            .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default())
+    fn visit(
+        &self,
+        tree: Tree,
+        f: Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        let trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        for (k, v) in trees.get(&tree).into_iter().flatten() {
+            f(k, v)?;
+        }
+        Ok(())
     }
 
     fn commit(&self, batch: Batch) -> CommitFuture {

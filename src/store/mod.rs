@@ -7,6 +7,7 @@
 //! one flush (group commit), so throughput does not pay one fsync per
 //! request.
 
+pub mod codec;
 mod mem;
 mod sled;
 
@@ -105,6 +106,9 @@ pub enum StoreError {
     Corrupt { tree: &'static str, reason: String },
 }
 
+/// What [`Store::visit`] calls with each key and value.
+pub type Visitor<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<(), StoreError>;
+
 /// Key/value pairs of one tree, in key order.
 pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -114,8 +118,24 @@ pub type CommitFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Se
 pub trait Store: Send + Sync + 'static {
     /// One record.
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Calls `f` with every record of a tree, in key order, without
+    /// collecting them (startup reloads 100,000s of records; holding them
+    /// all at once would double the peak and leave it in the allocator).
+    /// Stops at the first error `f` returns.
+    fn visit(
+        &self,
+        tree: Tree,
+        f: Visitor<'_>,
+    ) -> Result<(), StoreError>;
     /// Every record of a tree, in key order.
-    fn scan(&self, tree: Tree) -> Result<Records, StoreError>;
+    fn scan(&self, tree: Tree) -> Result<Records, StoreError> {
+        let mut out = Vec::new();
+        self.visit(tree, &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
     /// Applies `batch` atomically; resolves once it is durable. Batches are
     /// applied in the order `commit` was called.
     fn commit(&self, batch: Batch) -> CommitFuture;

@@ -5,7 +5,7 @@
 //! all-or-nothing), flushes once, then releases every waiter. Order of
 //! application is the order of `commit` calls (one FIFO channel).
 
-use super::{Batch, CommitFuture, Op, Records, Store, StoreError, Tree};
+use super::{Batch, CommitFuture, Op, Store, StoreError, Tree, Visitor};
 use std::path::{Path, PathBuf};
 use tokio::sync::{mpsc, oneshot};
 
@@ -122,7 +122,7 @@ async fn committer(
         // Apply on a blocking thread: sled's transactions and flush do I/O.
         let db2 = db.clone();
         let trees2 = trees.clone();
-        let batches: Vec<Batch> = group.iter().map(|(b, _)| b.clone()).collect();
+        let (batches, waiters): (Vec<Batch>, Vec<Waiter>) = group.drain(..).unzip();
         let applied = tokio::task::spawn_blocking(move || {
             let results: Vec<Result<(), StoreError>> =
                 batches.iter().map(|b| apply(&trees2, b)).collect();
@@ -132,13 +132,13 @@ async fn committer(
         .await;
         match applied {
             Ok((results, flushed)) => {
-                for ((_, w), r) in group.drain(..).zip(results) {
+                for (w, r) in waiters.into_iter().zip(results) {
                     let r = r.and_then(|_| flushed.clone());
                     let _ = w.send(r);
                 }
             }
             Err(e) => {
-                for (_, w) in group.drain(..) {
+                for w in waiters {
                     let _ = w.send(Err(io(&e)));
                 }
             }
@@ -176,11 +176,16 @@ impl Store for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn scan(&self, tree: Tree) -> Result<Records, StoreError> {
-        self.trees[tree.index()]
-            .iter()
-            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).map_err(io))
-            .collect()
+    fn visit(
+        &self,
+        tree: Tree,
+        f: Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        for r in self.trees[tree.index()].iter() {
+            let (k, v) = r.map_err(io)?;
+            f(&k, &v)?;
+        }
+        Ok(())
     }
 
     fn commit(&self, batch: Batch) -> CommitFuture {

@@ -1,0 +1,201 @@
+//! Read-only operator views (issue 7: `/admin/v1/presentities`,
+//! `/admin/v1/subscriptions`, `/admin/v1/dialogs/{id}`): what the presence
+//! agent and the gateway hold, so an operator can see why a watcher gets no
+//! NOTIFY without reading the database.
+//!
+//! Like `cpim.rs`, this module is only the shared vocabulary: the presence
+//! agent and the gateway each fill these from their own state, and `http/`
+//! serves them, so neither agent imports the other.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Which mapping a subscription belongs to (the `kind` label of the
+/// `sipgw_subscriptions_active` metric as well).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubscriptionKind {
+    /// A watcher (SIP or CPIM) of a local presentity, served by the presence agent.
+    Local,
+    /// A CPIM watcher of a SIP presentity: the gateway is the subscriber (seed §7.2).
+    CpimToSip,
+    /// A SIP watcher of a CPIM presentity: the gateway is the notifier (seed §7.1).
+    SipToCpim,
+}
+
+impl SubscriptionKind {
+    pub const ALL: [SubscriptionKind; 3] = [
+        SubscriptionKind::Local,
+        SubscriptionKind::CpimToSip,
+        SubscriptionKind::SipToCpim,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionKind::Local => "local",
+            SubscriptionKind::CpimToSip => "cpim-to-sip",
+            SubscriptionKind::SipToCpim => "sip-to-cpim",
+        }
+    }
+}
+
+/// A selection of subscriptions: every given field must match.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionFilter {
+    pub kind: Option<SubscriptionKind>,
+    /// The watcher's URI; compared as an address of record (scheme `sip:`/`pres:` alike).
+    pub watcher: Option<String>,
+    /// The presentity's URI, compared like `watcher`.
+    pub target: Option<String>,
+    /// At most this many (default 1000, at most 10000).
+    pub limit: Option<usize>,
+}
+
+impl SubscriptionFilter {
+    pub const DEFAULT_LIMIT: usize = 1000;
+    pub const MAX_LIMIT: usize = 10_000;
+
+    pub fn limit(&self) -> usize {
+        self.limit
+            .unwrap_or(Self::DEFAULT_LIMIT)
+            .min(Self::MAX_LIMIT)
+    }
+}
+
+/// One subscription as an operator sees it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SubscriptionView {
+    /// The key of `/admin/v1/dialogs/{id}`: `Call-ID;local-tag;remote-tag`
+    /// (`cpim;watcher;target` for a CPIM watcher served without a SIP dialog).
+    pub id: String,
+    pub kind: SubscriptionKind,
+    pub watcher: String,
+    pub target: String,
+    /// The event package (`presence`, `presence.winfo`).
+    pub event: String,
+    /// `active`, `pending` (RFC 6665 §4.1.3), or `establishing` for a
+    /// gateway SUBSCRIBE still waiting for its final response.
+    pub state: String,
+    /// Politely blocked (OMA 2.5): active but only ever the neutral document.
+    pub polite_block: bool,
+    /// When the subscription expires, UNIX milliseconds.
+    pub expires_at_ms: i64,
+    pub expires_in_s: i64,
+    /// Notifications go to the CPIM adapter, not into a SIP dialog.
+    pub via_adapter: bool,
+    /// A NOTIFY is waiting for its final response (at most one in flight, RFC 6665 §4.2.2).
+    pub notify_in_flight: bool,
+    /// A change waits for the NOTIFY in flight or for the throttle interval.
+    pub notify_pending: bool,
+    /// Held back by the RFC 3856 §6.10 rate limit.
+    pub throttled: bool,
+    /// When the last NOTIFY was generated (UNIX ms); absent if none since start.
+    pub last_notify_at_ms: Option<i64>,
+}
+
+/// The SIP dialog of a subscription (RFC 3261 §12): what the next request
+/// in it will carry.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DialogView {
+    pub subscription: SubscriptionView,
+    pub call_id: String,
+    pub local_tag: String,
+    pub remote_tag: String,
+    pub local_uri: String,
+    pub remote_uri: String,
+    /// Where in-dialog requests go (the peer's Contact).
+    pub remote_target: String,
+    pub route_set: Vec<String>,
+    /// CSeq of the last request the gateway sent in the dialog.
+    pub local_cseq: u32,
+    /// Highest CSeq received from the peer.
+    pub remote_cseq: Option<u32>,
+    pub secure: bool,
+    /// The CPIM transID (seed §7.1/§7.2), for dialogs with a CPIM side.
+    pub trans_id: Option<String>,
+}
+
+impl DialogView {
+    pub fn new(
+        subscription: SubscriptionView,
+        d: &crate::dialog::Dialog,
+        trans_id: Option<String>,
+    ) -> DialogView {
+        DialogView {
+            subscription,
+            call_id: d.call_id().to_owned(),
+            local_tag: d.local_tag().to_owned(),
+            remote_tag: d.remote_tag().to_owned(),
+            local_uri: d.local_uri().to_owned(),
+            remote_uri: d.remote_uri().to_owned(),
+            remote_target: d.remote_target().to_owned(),
+            route_set: d.route_set().map(str::to_owned).collect(),
+            local_cseq: d.local_cseq,
+            remote_cseq: d.remote_cseq,
+            secure: d.secure,
+            trans_id,
+        }
+    }
+}
+
+/// A local presentity in the list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PresentitySummary {
+    /// `pres:` URI (RFC 3856 §6.2 entity).
+    pub entity: String,
+    /// The address-of-record key (`sip:user@host`).
+    pub aor: String,
+    pub registrations: usize,
+    pub publications: usize,
+    pub watchers: usize,
+    pub winfo_subscribers: usize,
+}
+
+/// One registered contact (RFC 3261 §10.3) and the presence it yields.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RegistrationView {
+    pub contact: String,
+    pub call_id: String,
+    pub cseq: u32,
+    pub expires_at_ms: i64,
+    pub expires_in_s: i64,
+    pub q: Option<f32>,
+    /// `description="…"`: the note of the tuple this binding yields.
+    pub description: Option<String>,
+    pub methods: Option<String>,
+    /// Registered with `methods="SUBSCRIBE"` (seed §10.2).
+    pub handles_subscriptions: bool,
+}
+
+/// One publication (RFC 3903 event state).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PublicationView {
+    /// The SIP-ETag.
+    pub etag: String,
+    pub publisher: String,
+    pub content_type: String,
+    pub expires_at_ms: i64,
+    pub expires_in_s: i64,
+    pub modified_at_ms: i64,
+    /// The document as published.
+    pub body: String,
+}
+
+/// Everything about one local presentity.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PresentityView {
+    #[serde(flatten)]
+    pub summary: PresentitySummary,
+    /// The composed document (PIDF), what an allowed watcher gets.
+    pub document: String,
+    pub registrations: Vec<RegistrationView>,
+    pub publications: Vec<PublicationView>,
+    /// Subscriptions to it (presence and watcher-info).
+    pub subscriptions: Vec<SubscriptionView>,
+}
+
+/// Seconds from `now_ms` until `at_ms` (negative once past).
+pub fn seconds_until(at_ms: i64, now_ms: i64) -> i64 {
+    (at_ms - now_ms).div_euclid(1000)
+}
