@@ -7,12 +7,14 @@ use sip_cpim_gateway::lint;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc malloc: the gateway's memory is many small,
-/// long-lived records plus bursts of short-lived transaction state; glibc
-/// keeps the pages of a burst long after it is freed, mimalloc returns them
-/// (issue 4: memory per subscription, docs/performance.md).
+/// jemalloc instead of glibc malloc: the gateway holds many small
+/// long-lived records (subscriptions, dialogs) between bursts of
+/// short-lived transaction state; with glibc the bursts fragment the heap
+/// and the process keeps their pages, jemalloc's size-class slabs and
+/// decay return them (issue 4: memory per subscription, docs/performance.md).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(

@@ -37,6 +37,7 @@ pub struct Server {
     pub adapter: Adapter,
     /// The bound CPIM/admin HTTP address.
     pub http: SocketAddr,
+    pub ops: Arc<crate::http::Ops>,
 }
 
 /// The UAS policy for what this build serves.
@@ -69,6 +70,8 @@ fn policy(cfg: &Config) -> UasPolicy {
 impl Server {
     /// Binds everything in `cfg` and starts serving.
     pub async fn start(cfg: &Config) -> Result<Server, StartError> {
+        // The recorder first, so nothing recorded during startup is lost.
+        let metrics = crate::metrics::handle();
         let listeners: Vec<Listener> = cfg.listeners().map_err(StartError::Config)?;
         let tls = if cfg.sip.tls.cert.is_empty() {
             None
@@ -184,12 +187,27 @@ impl Server {
         )?;
         let listener = tokio::net::TcpListener::bind(&cfg.cpim.listen).await?;
         let http = listener.local_addr()?;
+        let ops = Arc::new(crate::http::Ops {
+            ready: std::sync::atomic::AtomicBool::new(false),
+            transactions: transactions.clone(),
+            adapter: adapter.clone(),
+            store: store.clone(),
+        });
         let state = crate::http::AppState {
             gateway: gateway.clone(),
             presence: presence.clone(),
             token: (!cfg.cpim.token.is_empty()).then(|| Arc::from(cfg.cpim.token.as_str())),
             local_domains: cfg.sip.local_domains.clone().into(),
+            ops: ops.clone(),
         };
+        // Histograms and summaries are kept bounded by periodic upkeep.
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        });
         tokio::spawn(async move {
             if let Err(e) = crate::http::serve(listener, state).await {
                 tracing::error!(error = %e, "HTTP server stopped");
@@ -228,7 +246,10 @@ impl Server {
         tokio::spawn(router.serve(app_rx));
         // Receive only once everything above is ready.
         transactions.spawn_inbound(in_rx);
+        ops.ready
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(Server {
+            ops,
             transport,
             transactions,
             resolver,
@@ -245,6 +266,9 @@ impl Server {
     /// flushes the store. Subscriptions are not torn down: they resume at
     /// the next start.
     pub async fn shutdown(&self, grace: Duration) {
+        self.ops
+            .ready
+            .store(false, std::sync::atomic::Ordering::Release);
         let deadline = tokio::time::Instant::now() + grace;
         while self.transactions.in_flight().0 > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -484,7 +484,7 @@ async fn subscription_lifecycle_with_composition_and_expiry() {
         state(&last),
         (SubState::Terminated, Some("timeout".into()), None)
     );
-    assert_eq!(s.presence.snapshot().await.subscriptions, 0);
+    assert_eq!(s.presence.counts().await.subscriptions, 0);
 }
 
 #[tokio::test]
@@ -536,7 +536,7 @@ async fn fetch_and_registration_driven_presence() {
         "application/xpidf+xml"
     );
     assert!(body(&f).contains("Away from keyboard"), "{}", body(&f));
-    assert_eq!(s.presence.snapshot().await.subscriptions, 0);
+    assert_eq!(s.presence.counts().await.subscriptions, 0);
     // Out-of-order REGISTER (same Call-ID, lower CSeq) is refused (§10.3 step 7).
     let r = pua
         .request(&reg.replace("CSeq: 2", "CSeq: 1"), &mut n)
@@ -558,7 +558,7 @@ async fn fetch_and_registration_driven_presence() {
     );
     let r = pua.request(&star, &mut n).await;
     assert_eq!(r.status(), Some(200));
-    assert_eq!(s.presence.snapshot().await.registrations, 0);
+    assert_eq!(s.presence.counts().await.registrations, 0);
 }
 
 #[tokio::test]
@@ -588,7 +588,7 @@ async fn notify_answered_481_ends_the_subscription() {
     }
     assert!(got_481);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(s.presence.snapshot().await.subscriptions, 0);
+    assert_eq!(s.presence.counts().await.subscriptions, 0);
     let r = src
         .request(
             &publish(

@@ -13,7 +13,10 @@
 //! run in spawned tasks that report back. Every change is durable before it
 //! is acknowledged (SIP 2xx or CPIM success).
 
+mod admin;
 pub mod records;
+
+pub use admin::DialogCounts;
 
 use crate::cpim::{
     self, CpimResponse, NotifyRequest, Presence, Status, SubscribeRequest, UnsubscribeRequest,
@@ -83,6 +86,8 @@ enum Cmd {
         id: String,
         ok: bool,
     },
+    /// A read-only look for the admin views and metrics (`admin.rs`).
+    Inspect(Box<dyn FnOnce(&mut Actor) + Send>),
 }
 
 /// A SUBSCRIBE the gateway sent, by Call-ID and our tag.
@@ -362,6 +367,7 @@ impl Actor {
                 refresh,
             } => self.adapter_answered(*st, id, outcome, refresh),
             Cmd::NotifyDone { id, ok } => self.notify_done(&id, ok),
+            Cmd::Inspect(f) => f(self),
         }
     }
 

@@ -1,5 +1,6 @@
-//! The HTTP side (design §4): the CPIM API for adapters, `/openapi.json`,
-//! and health endpoints. Every error is JSON:
+//! The HTTP side (design §4): the CPIM API for adapters, the admin API
+//! (policies and read-only views), `/openapi.json`, `/healthz`, `/readyz`
+//! and `/metrics`. Every error is JSON:
 //! `{"error": {"code": "...", "message": "..."}}`; a malformed request
 //! changes nothing.
 
@@ -12,8 +13,12 @@ use crate::presence::{PresenceAgent, aor_key};
 use crate::sip::{Scheme, Uri};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use crate::admin::{
+    DialogView, PresentitySummary, PresentityView, PublicationView, RegistrationView,
+    SubscriptionFilter, SubscriptionKind, SubscriptionView,
+};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,6 +37,19 @@ pub struct AppState {
     /// Bearer token for `/cpim` and `/admin`; `None`: open.
     pub token: Option<Arc<str>>,
     pub local_domains: Arc<[String]>,
+    /// What `/readyz` and `/metrics` read from the rest of the process.
+    pub ops: Arc<Ops>,
+}
+
+/// The process-level state the operations endpoints report.
+pub struct Ops {
+    /// Set once every listener is bound and the agents have loaded the
+    /// store; cleared when shutdown begins (so a load balancer stops
+    /// sending before the listeners close).
+    pub ready: std::sync::atomic::AtomicBool,
+    pub transactions: crate::transaction::TransactionLayer,
+    pub adapter: crate::delivery::Adapter,
+    pub store: Arc<crate::store::SledStore>,
 }
 
 /// The error body.
@@ -331,8 +349,156 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
+/// Liveness: the process answers HTTP.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive", body = String)))]
 async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
+}
+
+/// The answer of `/readyz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not-ready`.
+    pub status: &'static str,
+    /// Listeners bound, state loaded, not shutting down.
+    pub started: bool,
+    /// The last store commit succeeded.
+    pub store: bool,
+}
+
+/// Readiness: 200 once the listeners are bound and the store is open and
+/// writable, 503 before, after a failed commit, or while shutting down.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let started = s.ops.ready.load(std::sync::atomic::Ordering::Acquire);
+    let store = s.ops.store.healthy();
+    let ok = started && store;
+    let body = Readiness {
+        status: if ok { "ready" } else { "not-ready" },
+        started,
+        store,
+    };
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, axum::Json(body))
+}
+
+/// Prometheus text exposition (version 0.0.4). Levels held as state are
+/// read now; counters and histograms were recorded as events happened.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
+    use crate::metrics as m;
+    let handle = m::handle();
+    let (client, server) = s.ops.transactions.in_flight();
+    metrics::gauge!(m::SIP_TRANSACTIONS_IN_FLIGHT, "kind" => "client").set(client as f64);
+    metrics::gauge!(m::SIP_TRANSACTIONS_IN_FLIGHT, "kind" => "server").set(server as f64);
+    let pa = s.presence.counts().await;
+    let gw = s.gateway.counts().await;
+    for (kind, n) in [
+        (SubscriptionKind::Local, pa.subscriptions),
+        (SubscriptionKind::CpimToSip, gw.cpim_to_sip),
+        (SubscriptionKind::SipToCpim, gw.sip_to_cpim),
+    ] {
+        metrics::gauge!(m::SUBSCRIPTIONS_ACTIVE, "kind" => kind.as_str()).set(n as f64);
+    }
+    metrics::gauge!(m::PUBLICATIONS_ACTIVE).set(pa.publications as f64);
+    metrics::gauge!(m::REGISTRATIONS_ACTIVE).set(pa.registrations as f64);
+    metrics::gauge!(m::ADAPTER_QUEUE_DEPTH).set(s.ops.adapter.depth() as f64);
+    metrics::counter!(m::ADAPTER_DELIVERY_FAILURES).absolute(s.ops.adapter.failures());
+    metrics::gauge!(m::STORE_SIZE_BYTES).set(s.ops.store.size_on_disk() as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        handle.render(),
+    )
+}
+
+/// `{"subscriptions": [...]}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionList {
+    pub subscriptions: Vec<SubscriptionView>,
+    /// More matched than `limit`; narrow the filter.
+    pub truncated: bool,
+}
+
+#[utoipa::path(get, path = "/admin/v1/presentities",
+    responses((status = 200, body = [PresentitySummary]), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_presentities(State(s): State<AppState>) -> axum::Json<Vec<PresentitySummary>> {
+    axum::Json(s.presence.presentities().await)
+}
+
+#[utoipa::path(get, path = "/admin/v1/presentities/{presentity}",
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded")),
+    responses((status = 200, body = PresentityView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn show_presentity(
+    State(s): State<AppState>,
+    Path(presentity): Path<String>,
+) -> Result<axum::Json<PresentityView>, HttpError> {
+    let aor = local_aor(&s, &presentity)?;
+    s.presence.presentity(&aor).await.map(axum::Json).ok_or_else(|| {
+        HttpError(
+            StatusCode::NOT_FOUND,
+            "unknown_presentity",
+            format!("nothing is held for {aor}"),
+        )
+    })
+}
+
+#[utoipa::path(get, path = "/admin/v1/subscriptions", params(SubscriptionFilter),
+    responses((status = 200, body = SubscriptionList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_subscriptions(
+    State(s): State<AppState>,
+    filter: Result<Query<SubscriptionFilter>, QueryRejection>,
+) -> Result<axum::Json<SubscriptionList>, HttpError> {
+    let Query(filter) =
+        filter.map_err(|e| HttpError(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
+    let limit = filter.limit();
+    let mut subscriptions = s.presence.subscriptions(filter.clone()).await;
+    subscriptions.extend(s.gateway.subscriptions(filter).await);
+    let truncated = subscriptions.len() > limit;
+    subscriptions.truncate(limit);
+    Ok(axum::Json(SubscriptionList {
+        subscriptions,
+        truncated,
+    }))
+}
+
+#[utoipa::path(get, path = "/admin/v1/dialogs/{id}",
+    params(("id" = String, Path, description = "Subscription id (Call-ID;local-tag;remote-tag), percent-encoded")),
+    responses((status = 200, body = DialogView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn show_dialog(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<DialogView>, HttpError> {
+    if let Some(d) = s.presence.dialog(&id).await {
+        return Ok(axum::Json(d));
+    }
+    s.gateway.dialog(&id).await.map(axum::Json).ok_or_else(|| {
+        HttpError(
+            StatusCode::NOT_FOUND,
+            "unknown_dialog",
+            format!("no subscription dialog {id}"),
+        )
+    })
+}
+
+/// Counts every answered request by route pattern and status.
+async fn count_requests(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "status" => resp.status().as_u16().to_string())
+        .increment(1);
+    resp
 }
 
 /// Bearer-token check for `/cpim` and `/admin` (RFC 6750).
@@ -368,8 +534,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "sip-cpim-gateway CPIM API", description = "The adapter contract of design §4: CPIM subscribe, unsubscribe and notify as JSON over HTTP."),
-    paths(subscribe, unsubscribe, notify, presence, list_policies, put_policy, delete_policy),
-    components(schemas(SubscribeRequest, UnsubscribeRequest, NotifyRequest, Presence, TupleView, CpimResponse, Status, ErrorBody, ErrorDetail, PolicyRule, PolicyUpdate, PolicyList, PolicyAction)),
+    paths(subscribe, unsubscribe, notify, presence, list_policies, put_policy, delete_policy,
+        list_presentities, show_presentity, list_subscriptions, show_dialog, healthz, readyz, metrics_text),
+    components(schemas(SubscribeRequest, UnsubscribeRequest, NotifyRequest, Presence, TupleView, CpimResponse, Status, ErrorBody, ErrorDetail, PolicyRule, PolicyUpdate, PolicyList, PolicyAction,
+        PresentitySummary, PresentityView, RegistrationView, PublicationView, SubscriptionView, SubscriptionKind, DialogView, SubscriptionList, Readiness)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;
@@ -399,11 +567,18 @@ pub fn router(state: AppState) -> Router {
             "/admin/v1/policies/{presentity}/{watcher}",
             axum::routing::put(put_policy).delete(delete_policy),
         )
+        .route("/admin/v1/presentities", get(list_presentities))
+        .route("/admin/v1/presentities/{presentity}", get(show_presentity))
+        .route("/admin/v1/subscriptions", get(list_subscriptions))
+        .route("/admin/v1/dialogs/{id}", get(show_dialog))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .merge(api)
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route_layer(middleware::from_fn(count_requests))
         .fallback(|| async {
             HttpError(StatusCode::NOT_FOUND, "not_found", "no such route".into())
         })

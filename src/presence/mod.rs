@@ -10,6 +10,8 @@
 //! §6); at most one NOTIFY per subscription is in flight (RFC 6665 §4.2.2),
 //! later changes are coalesced into the next one.
 
+mod admin;
+pub use admin::{Counts, comparable};
 pub mod compose;
 mod esc;
 mod notifier;
@@ -126,7 +128,8 @@ pub(crate) enum Command {
         outcome: NotifyOutcome,
     },
     Reload(String),
-    Snapshot(oneshot::Sender<Snapshot>),
+    /// A read-only look for the admin views and metrics (`admin.rs`).
+    Inspect(Box<dyn FnOnce(&mut Agent) + Send>),
     CpimSubscribe {
         watcher: String,
         target: String,
@@ -155,15 +158,6 @@ pub(crate) enum Command {
         action: Option<records::PolicyAction>,
         reply: oneshot::Sender<bool>,
     },
-}
-
-/// A read-only view for tests and the admin API.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    pub registrations: usize,
-    pub publications: usize,
-    pub subscriptions: usize,
-    pub presentities: Vec<String>,
 }
 
 /// Handle to the running agent.
@@ -297,10 +291,16 @@ impl PresenceAgent {
         rx.await.unwrap_or(false)
     }
 
-    pub async fn snapshot(&self) -> Snapshot {
+    /// Runs `f` on the agent task; `None` if the agent has stopped.
+    async fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Agent) -> R + Send + 'static,
+    ) -> Option<R> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.tx.send(Command::Snapshot(tx));
-        rx.await.unwrap_or_default()
+        let _ = self.tx.send(Command::Inspect(Box::new(move |a| {
+            let _ = tx.send(f(a));
+        })));
+        rx.await.ok()
     }
 }
 
@@ -325,6 +325,9 @@ pub(crate) struct Presentity {
     pub winfo: BTreeSet<Arc<str>>,
     /// The composed document and its renderings, until the next change.
     pub cache: Option<(PresenceDoc, Vec<(PresenceFormat, Bytes)>)>,
+    /// The AOR key, shared by the records of its subscriptions (one copy
+    /// per presentity instead of one per watcher).
+    pub aor: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -529,18 +532,7 @@ impl Agent {
                     let _ = reply.send(true);
                 });
             }
-            Command::Snapshot(tx) => {
-                let _ = tx.send(Snapshot {
-                    registrations: self.presentities.values().map(|p| p.bindings.len()).sum(),
-                    publications: self
-                        .presentities
-                        .values()
-                        .map(|p| p.publications.len())
-                        .sum(),
-                    subscriptions: self.subs.len(),
-                    presentities: self.presentities.keys().cloned().collect(),
-                });
-            }
+            Command::Inspect(f) => f(self),
         }
     }
 

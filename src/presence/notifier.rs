@@ -354,6 +354,7 @@ impl Agent {
             let s = self.subs.get_mut(id).expect("checked above");
             s.dirty = true;
             s.throttled = true;
+            metrics::counter!(crate::metrics::NOTIFIES_THROTTLED).increment(1);
             if let Some(p) = partial {
                 self.winfo_partial.insert(shared_id.clone(), p);
             }

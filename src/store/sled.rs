@@ -15,6 +15,8 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 pub struct SledStore {
+    /// The last group commit succeeded (readiness, `/readyz`).
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     db: sled::Db,
     trees: Vec<sled::Tree>,
     tx: mpsc::UnboundedSender<(Batch, Waiter)>,
@@ -64,8 +66,10 @@ impl SledStore {
             trees.push(db.open_tree(t.name()).map_err(io)?);
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(committer(db.clone(), trees.clone(), rx));
+        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let handle = tokio::spawn(committer(db.clone(), trees.clone(), rx, healthy.clone()));
         Ok(SledStore {
+            healthy,
             db,
             trees,
             tx,
@@ -80,6 +84,7 @@ impl SledStore {
         let SledStore {
             db,
             trees,
+            healthy: _,
             tx,
             committer,
             ..
@@ -99,6 +104,11 @@ impl SledStore {
         &self.path
     }
 
+    /// The last group commit was applied and flushed.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Bytes on disk (for metrics).
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
@@ -109,6 +119,7 @@ async fn committer(
     db: sled::Db,
     trees: Vec<sled::Tree>,
     mut rx: mpsc::UnboundedReceiver<(Batch, Waiter)>,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut group: Vec<(Batch, Waiter)> = Vec::with_capacity(256);
     while let Some(first) = rx.recv().await {
@@ -124,20 +135,29 @@ async fn committer(
         let trees2 = trees.clone();
         let (batches, waiters): (Vec<Batch>, Vec<Waiter>) = group.drain(..).unzip();
         let applied = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let results: Vec<Result<(), StoreError>> =
                 batches.iter().map(|b| apply(&trees2, b)).collect();
             let flushed = db2.flush().map(|_| ()).map_err(io);
+            metrics::histogram!(crate::metrics::STORE_FLUSH_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(crate::metrics::STORE_BATCHES).increment(results.len() as u64);
             (results, flushed)
         })
         .await;
         match applied {
             Ok((results, flushed)) => {
+                healthy.store(
+                    flushed.is_ok() && results.iter().all(Result::is_ok),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 for (w, r) in waiters.into_iter().zip(results) {
                     let r = r.and_then(|_| flushed.clone());
                     let _ = w.send(r);
                 }
             }
             Err(e) => {
+                healthy.store(false, std::sync::atomic::Ordering::Relaxed);
                 for w in waiters {
                     let _ = w.send(Err(io(&e)));
                 }

@@ -13,6 +13,7 @@ pub mod uas;
 
 pub use uas::UasPolicy;
 
+use crate::metrics as m;
 use crate::sip::salvage::salvage_request;
 use crate::sip::{
     HeaderName, Message, Method, ParseError, Via, default_reason, headers::decode_via,
@@ -152,6 +153,8 @@ struct ServerPhase {
 struct ServerEntry {
     target: Target,
     invite: bool,
+    /// The request's `method` metric label.
+    method: &'static str,
     phase: Mutex<ServerPhase>,
     ack: tokio::sync::Notify,
 }
@@ -199,6 +202,7 @@ pub struct ServerTransaction {
     shared: Arc<Shared>,
     to_tag: String,
     answered: bool,
+    span: tracing::Span,
 }
 
 /// A random token for branches and tags.
@@ -312,6 +316,7 @@ impl TransactionLayer {
                 }
                 return;
             }
+            metrics::counter!(m::SIP_RETRANSMISSIONS, "direction" => "received").increment(1);
             let last = entry.phase().last.clone();
             if let Some(bytes) = last {
                 let _ = self
@@ -335,9 +340,12 @@ impl TransactionLayer {
                 t
             }
         };
+        let method_label = m::method_label(Some(&method));
+        metrics::counter!(m::SIP_REQUESTS_RECEIVED, "method" => method_label).increment(1);
         let entry = Arc::new(ServerEntry {
             target,
             invite: method == Method::Invite,
+            method: method_label,
             phase: Mutex::new(ServerPhase::default()),
             ack: tokio::sync::Notify::new(),
         });
@@ -385,6 +393,14 @@ impl TransactionLayer {
             let _ = respond(&self.shared, &key, &entry, resp).await;
             return;
         }
+        let span = tracing::info_span!(
+            "sip_transaction",
+            call_id = req.call_id().unwrap_or(""),
+            method = method_label,
+            peer = %source.peer,
+            proto = %source.proto,
+        );
+        span.in_scope(|| tracing::debug!("request received"));
         let st = ServerTransaction {
             request: req,
             source,
@@ -393,6 +409,7 @@ impl TransactionLayer {
             shared: self.shared.clone(),
             to_tag,
             answered: false,
+            span,
         };
         if let Err(e) = self.shared.app.try_send(st) {
             // Overloaded (or shutting down): refuse with 503 (RFC 3261 §21.5.4).
@@ -410,6 +427,7 @@ impl TransactionLayer {
     /// 4475 §3.1.2).
     async fn on_malformed(&self, bytes: Bytes, error: ParseError, source: Source) {
         tracing::info!(peer = %source.peer, proto = %source.proto, %error, "malformed message");
+        metrics::counter!(m::SIP_MALFORMED).increment(1);
         if matches!(error, ParseError::ConflictingContentLength { .. }) {
             // Cannot be framed: over UDP the datagram is discarded (RFC 4475
             // §3.3.9); over a stream the connection closes.
@@ -475,7 +493,41 @@ impl TransactionLayer {
     /// Sends `req` as a new client transaction to `target` and waits for the
     /// final response. A top Via with a fresh branch is added here; a UDP
     /// request larger than the MTU threshold goes over TCP (§18.1.1).
-    pub async fn send_request(
+    pub async fn send_request(&self, req: Message, target: Target) -> Result<Message, ClientError> {
+        use tracing::Instrument;
+        let method = m::method_label(req.method());
+        let span = tracing::info_span!(
+            "sip_client_transaction",
+            call_id = req.call_id().unwrap_or(""),
+            method,
+            peer = %target.addr,
+            proto = %target.proto,
+        );
+        metrics::counter!(m::SIP_REQUESTS_SENT, "method" => method).increment(1);
+        let result = self.client_transaction(req, target).instrument(span.clone()).await;
+        let _in = span.enter();
+        match &result {
+            Ok(resp) => {
+                let code = resp.status().unwrap_or(0);
+                tracing::debug!(code, "final response");
+                metrics::counter!(m::SIP_RESPONSES_RECEIVED, "method" => method, "code" => m::code_label(code))
+                    .increment(1);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "client transaction failed");
+                let reason = match e {
+                    ClientError::Timeout(_) => "timeout",
+                    ClientError::Transport(_) => "transport",
+                    ClientError::Invalid(_) => "invalid",
+                };
+                metrics::counter!(m::SIP_CLIENT_FAILURES, "method" => method, "reason" => reason)
+                    .increment(1);
+            }
+        }
+        result
+    }
+
+    async fn client_transaction(
         &self,
         mut req: Message,
         target: Target,
@@ -569,6 +621,8 @@ impl TransactionLayer {
                             f_at = None;
                         }
                         ClientAction::Retransmit => {
+                            metrics::counter!(m::SIP_RETRANSMISSIONS, "direction" => "sent")
+                                .increment(1);
                             if self
                                 .shared
                                 .transport
@@ -679,6 +733,8 @@ async fn respond(
     let code = resp.status().unwrap_or(500);
     let bytes = resp.to_bytes();
     let is_final = code >= 200;
+    metrics::counter!(m::SIP_RESPONSES_SENT, "method" => entry.method, "code" => m::code_label(code))
+        .increment(1);
     {
         let mut p = entry.phase();
         if p.completed {
@@ -732,7 +788,14 @@ async fn respond(
                 // Timer J (§17.2.2).
                 tokio::time::sleep(t.t1 * 64).await;
             }
-            shared.servers().remove(&key);
+            let mut servers = shared.servers();
+            servers.remove(&key);
+            // A burst leaves a large table behind; give the memory back
+            // once it is mostly empty (amortised: only after a 4x drop).
+            if servers.capacity() > 4096 && servers.len() * 4 < servers.capacity() {
+                let keep = servers.len() * 2;
+                servers.shrink_to(keep);
+            }
         });
     }
     result
@@ -752,6 +815,12 @@ impl ServerTransaction {
         &self.to_tag
     }
 
+    /// The `sip_transaction` span (Call-ID, method, peer): enter it to log
+    /// on behalf of this transaction.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     /// A response to the request (§8.2.6), To tag included.
     pub fn reply(&self, code: u16, reason: &str) -> Message {
         uas::reply(&self.request, code, reason, &self.to_tag)
@@ -766,8 +835,13 @@ impl ServerTransaction {
     /// Sends the final response; the transaction then absorbs
     /// retransmissions until Timer J.
     pub async fn respond(mut self, resp: Message) -> Result<(), TransportError> {
+        use tracing::Instrument;
         self.answered = true;
-        respond(&self.shared, &self.key, &self.entry, resp).await
+        let span = self.span.clone();
+        span.in_scope(|| tracing::debug!(code = resp.status(), "response"));
+        respond(&self.shared, &self.key, &self.entry, resp)
+            .instrument(span)
+            .await
     }
 }
 
