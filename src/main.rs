@@ -1,9 +1,11 @@
-//! The `sip-cpim-gateway` binary: `run` (default), `lint`, `check-config`.
+//! The `sip-cpim-gateway` binary: `run` (default), `lint`, `check-config`,
+//! `export`, `import`, `healthcheck`.
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use sip_cpim_gateway::config::Config;
-use sip_cpim_gateway::lint;
+use sip_cpim_gateway::store::SledStore;
+use sip_cpim_gateway::{backup, lint};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -50,6 +52,36 @@ enum Command {
     },
     /// Validate a configuration file.
     CheckConfig { path: Option<PathBuf> },
+    /// Write every stored record as JSON lines (stop the gateway first:
+    /// the store is locked while it runs).
+    Export {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// Output file; `-` or none: standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Restore a dump written by `export` into the configured store, all
+    /// or nothing.
+    Import {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        /// The dump; `-`: standard input.
+        #[arg(long)]
+        input: PathBuf,
+        /// Import even if the store already holds records (they stay,
+        /// records with the same keys are replaced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Exit 0 if the running gateway's /healthz answers 200 (for Docker's
+    /// HEALTHCHECK; no curl needed in the image).
+    Healthcheck {
+        #[arg(long, default_value = "gateway.toml")]
+        config: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +94,13 @@ fn main() -> ExitCode {
             config,
             files,
         }) => lint_files(json, config, &files),
+        Some(Command::Export { config, output }) => export(&config, output),
+        Some(Command::Import {
+            config,
+            input,
+            force,
+        }) => import(&config, &input, force),
+        Some(Command::Healthcheck { config, timeout_ms }) => healthcheck(&config, timeout_ms),
         Some(Command::CheckConfig { path }) => {
             let path = path.unwrap_or_else(|| PathBuf::from("gateway.toml"));
             match Config::load(&path) {
@@ -107,17 +146,17 @@ fn run(path: &std::path::Path) -> ExitCode {
         };
         for (proto, addr) in server.transport.local_addrs() {
             tracing::info!(%proto, %addr, "SIP listening");
-            println!(
+            say(&format!(
                 "SIP listening: {}:{addr}",
                 proto.via_token().to_ascii_lowercase()
-            );
+            ));
         }
-        println!("CPIM HTTP listening: {}", server.http);
-        println!("serving; SIGINT or SIGTERM stops");
+        say(&format!("CPIM HTTP listening: {}", server.http));
+        say("serving; SIGINT or SIGTERM stops");
         wait_for_signal().await;
         tracing::info!("shutting down");
         server.shutdown(std::time::Duration::from_secs(5)).await;
-        println!("stopped: store flushed");
+        say("stopped: store flushed");
         ExitCode::SUCCESS
     })
 }
@@ -144,6 +183,15 @@ fn init_logging(log: &sip_cpim_gateway::config::LogConfig) {
     }
 }
 
+/// A status line on stdout for scripts and operators. A closed stdout
+/// (the reader went away) must not stop the gateway, so errors are ignored
+/// rather than panicking as `println!` would.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -163,6 +211,131 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Opens the configured store for `export`/`import` (a current-thread
+/// runtime: the store's committer is a task).
+fn with_store<T>(
+    config: &std::path::Path,
+    f: impl AsyncFnOnce(&SledStore) -> Result<T, String>,
+) -> Result<T, String> {
+    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async {
+        let path = std::path::Path::new(&cfg.store.path);
+        if !path.exists() {
+            return Err(format!("no store at {}", path.display()));
+        }
+        let store = SledStore::open_with(path, cfg.store.cache_capacity_bytes)
+            .map_err(|e| format!("{}: {e} (is the gateway still running?)", path.display()))?;
+        let r = f(&store).await;
+        store.close().await.map_err(|e| e.to_string())?;
+        r
+    })
+}
+
+fn export(config: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
+    let r = with_store(config, async |store| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let mut out: Box<dyn std::io::Write> = match output.as_deref() {
+            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            Some(p) if p.as_os_str() == "-" => {
+                Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+            }
+            Some(p) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            )),
+        };
+        backup::export(store, now, &mut out).map_err(|e| e.to_string())
+    });
+    match r {
+        Ok(n) => {
+            eprintln!("exported {n} records");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("export failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import(config: &std::path::Path, input: &std::path::Path, force: bool) -> ExitCode {
+    let r = with_store(config, async |store| {
+        let mut reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
+            Box::new(std::io::BufReader::new(std::io::stdin().lock()))
+        } else {
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(input).map_err(|e| format!("{}: {e}", input.display()))?,
+            ))
+        };
+        backup::import(store, &mut reader, force)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match r {
+        Ok(n) => {
+            eprintln!("imported {n} records");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("import failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// GET /healthz on the configured HTTP listener (an unspecified address
+/// means this host's loopback).
+fn healthcheck(config: &std::path::Path, timeout_ms: u64) -> ExitCode {
+    use std::io::{Read, Write};
+    let probe = || -> Result<String, String> {
+        let cfg = Config::load(config).map_err(|e| e.to_string())?;
+        let mut addr: std::net::SocketAddr = cfg
+            .cpim
+            .listen
+            .parse()
+            .map_err(|e| format!("cpim.listen: {e}"))?;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(if addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
+        let t = std::time::Duration::from_millis(timeout_ms);
+        let mut c =
+            std::net::TcpStream::connect_timeout(&addr, t).map_err(|e| format!("{addr}: {e}"))?;
+        c.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+        c.set_write_timeout(Some(t)).map_err(|e| e.to_string())?;
+        write!(
+            c,
+            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        c.take(4096)
+            .read_to_string(&mut answer)
+            .map_err(|e| e.to_string())?;
+        Ok(answer.lines().next().unwrap_or("").to_owned())
+    };
+    match probe() {
+        Ok(status) if status.split_whitespace().nth(1) == Some("200") => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("unhealthy: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

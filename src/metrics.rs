@@ -82,8 +82,14 @@ fn describe() {
         SIP_REQUESTS_RECEIVED,
         "New SIP requests received (retransmissions not counted)"
     );
-    describe_counter!(SIP_RESPONSES_SENT, "SIP responses sent by server transactions");
-    describe_counter!(SIP_REQUESTS_SENT, "SIP requests sent as client transactions");
+    describe_counter!(
+        SIP_RESPONSES_SENT,
+        "SIP responses sent by server transactions"
+    );
+    describe_counter!(
+        SIP_REQUESTS_SENT,
+        "SIP requests sent as client transactions"
+    );
     describe_counter!(
         SIP_RESPONSES_RECEIVED,
         "Final SIP responses received by client transactions"
@@ -99,9 +105,15 @@ fn describe() {
     );
     describe_gauge!(SIP_TRANSACTIONS_IN_FLIGHT, "SIP transactions in progress");
     describe_gauge!(SUBSCRIPTIONS_ACTIVE, "Live subscriptions by kind");
-    describe_gauge!(PUBLICATIONS_ACTIVE, "Live publications of local presentities");
+    describe_gauge!(
+        PUBLICATIONS_ACTIVE,
+        "Live publications of local presentities"
+    );
     describe_gauge!(REGISTRATIONS_ACTIVE, "Live registrar bindings");
-    describe_gauge!(ADAPTER_QUEUE_DEPTH, "Notifications queued for the CPIM adapter");
+    describe_gauge!(
+        ADAPTER_QUEUE_DEPTH,
+        "Notifications queued for the CPIM adapter"
+    );
     describe_counter!(
         ADAPTER_DELIVERY_FAILURES,
         "Failed delivery attempts to the CPIM adapter"

@@ -5,7 +5,7 @@
 use crate::auth::{Authenticator, Verdict, challenge_response};
 use crate::gateway::Gateway;
 use crate::presence::PresenceAgent;
-use crate::sip::{Message, Method, Uri};
+use crate::sip::{Message, Method};
 use crate::transaction::ServerTransaction;
 use crate::transport::Source;
 use std::net::SocketAddr;
@@ -55,21 +55,26 @@ impl Router {
                 None
             }
             Verdict::Authenticated(user) => {
+                let mut st = st;
                 let req = st.request();
-                let aor: Option<&Uri> = match req.method() {
-                    Some(Method::Register) => req.to().map(|t| &t.uri),
-                    Some(Method::Publish) => req.request_uri(),
-                    _ => None,
-                };
-                let own = aor.is_none_or(|u| {
-                    u.user_unescaped().as_deref() == Some(user.as_str())
-                        && u.host.as_ref().is_some_and(|h| {
-                            self.local_domains
-                                .iter()
-                                .any(|d| d.eq_ignore_ascii_case(&h.canonical()))
-                        })
-                });
-                if own {
+                // The identity is the user at the realm (credentials are per
+                // realm; the realm names the local domain they belong to).
+                let identity = format!("sip:{user}@{}", auth.realm().to_ascii_lowercase());
+                // REGISTER only for the user's own AOR (RFC 3261 §10.3 step
+                // 3); PUBLISH and SUBSCRIBE go on with the identity, and the
+                // presence agent applies the presentity's policy to it (a
+                // user may publish for another AOR only where allowed).
+                let own_register = req.method() != Some(&Method::Register)
+                    || req.to().is_some_and(|t| {
+                        t.uri.user_unescaped().as_deref() == Some(user.as_str())
+                            && t.uri.host.as_ref().is_some_and(|h| {
+                                self.local_domains
+                                    .iter()
+                                    .any(|d| d.eq_ignore_ascii_case(&h.canonical()))
+                            })
+                    });
+                if own_register {
+                    st.set_identity(identity);
                     Some(st)
                 } else {
                     let r = st.reply(403, "Forbidden (not this user's AOR)");

@@ -38,6 +38,8 @@ pub struct Server {
     /// The bound CPIM/admin HTTP address.
     pub http: SocketAddr,
     pub ops: Arc<crate::http::Ops>,
+    http_stop: Arc<tokio::sync::Notify>,
+    http_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The UAS policy for what this build serves.
@@ -208,8 +210,10 @@ impl Server {
                 metrics.run_upkeep();
             }
         });
-        tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(listener, state).await {
+        let http_stop = Arc::new(tokio::sync::Notify::new());
+        let stop = http_stop.clone();
+        let http_task = tokio::spawn(async move {
+            if let Err(e) = crate::http::serve(listener, state, stop).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
@@ -246,10 +250,11 @@ impl Server {
         tokio::spawn(router.serve(app_rx));
         // Receive only once everything above is ready.
         transactions.spawn_inbound(in_rx);
-        ops.ready
-            .store(true, std::sync::atomic::Ordering::Release);
+        ops.ready.store(true, std::sync::atomic::Ordering::Release);
         Ok(Server {
             ops,
+            http_stop,
+            http_task: std::sync::Mutex::new(Some(http_task)),
             transport,
             transactions,
             resolver,
@@ -261,15 +266,28 @@ impl Server {
         })
     }
 
-    /// Graceful stop (SIGTERM/SIGINT): waits up to `grace` for client
-    /// transactions in flight (NOTIFYs, SUBSCRIBEs being answered), then
-    /// flushes the store. Subscriptions are not torn down: they resume at
+    /// Graceful stop (SIGTERM/SIGINT): refuses new work (SIP 503, HTTP
+    /// listener closed, `/readyz` 503), waits up to `grace` for HTTP
+    /// requests and client transactions in flight (NOTIFYs, SUBSCRIBEs
+    /// being answered), then flushes the store. Subscriptions are not torn down: they resume at
     /// the next start.
     pub async fn shutdown(&self, grace: Duration) {
         self.ops
             .ready
             .store(false, std::sync::atomic::Ordering::Release);
+        // Stop accepting: new SIP requests get 503, the HTTP listener
+        // closes once its requests in progress are answered.
+        self.transactions.drain();
+        self.http_stop.notify_one();
         let deadline = tokio::time::Instant::now() + grace;
+        let http = self
+            .http_task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(h) = http {
+            let _ = tokio::time::timeout_at(deadline, h).await;
+        }
         while self.transactions.in_flight().0 > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -209,3 +209,82 @@ async fn wrong_password_stale_nonce_replay_date_and_foreign_aor() {
             .all(|c| c.param("stale").as_deref() == Some("true"))
     );
 }
+
+/// An authenticated user publishes for another AOR only where that
+/// presentity's policy allows it (issue 5 §4); the identity that counts is
+/// the authenticated one, whatever From claims.
+#[tokio::test]
+async fn third_party_publish_follows_the_presentitys_policy() {
+    let dir = TempDir::new("auth3");
+    let s = start(&dir).await;
+    let ua = Ua::new(s.local_addr(Proto::Udp).unwrap()).await;
+    let mut n = Vec::new();
+    let doc = pidf(
+        "pres:bob@example.com",
+        "alice-t",
+        "open",
+        "",
+        "2026-12-02T10:00:00Z",
+    );
+    // From claims bob: the authenticated identity (alice) still decides.
+    let publish = |call: &str, auth: &str| {
+        format!(
+            "PUBLISH sip:bob@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=p\r\nTo: <sip:bob@example.com>\r\nCall-ID: {call}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-Type: application/pidf+xml\r\n{auth}\r\n{doc}"
+        )
+    };
+    let r = ua.request(&publish("tp-0", ""), &mut n).await;
+    assert_eq!(r.status(), Some(401));
+    let nonce = nonce_of(&r, Algorithm::Sha256);
+    let auth = |nc: &str| {
+        authorization(
+            Algorithm::Sha256,
+            &nonce,
+            nc,
+            "wonderland",
+            "PUBLISH",
+            "sip:bob@example.com",
+        )
+    };
+    let r = ua
+        .request(&publish("tp-1", &auth("00000001")), &mut n)
+        .await;
+    assert_eq!(
+        r.status(),
+        Some(403),
+        "no rule: the default (confirm) is not a permission"
+    );
+    use sip_cpim_gateway::presence::records::PolicyAction;
+    assert!(
+        s.presence
+            .set_policy(
+                "sip:bob@example.com",
+                "sip:alice@example.com",
+                Some(PolicyAction::Allow)
+            )
+            .await
+    );
+    let r = ua
+        .request(&publish("tp-2", &auth("00000002")), &mut n)
+        .await;
+    assert_eq!(r.status(), Some(200), "bob allows alice");
+    assert!(r.sip_etag().unwrap().is_some());
+    let doc = s.presence.fetch("sip:bob@example.com").await.unwrap().1;
+    assert!(String::from_utf8_lossy(&doc).contains("alice-t"));
+    assert!(
+        s.presence
+            .set_policy(
+                "sip:bob@example.com",
+                "sip:alice@example.com",
+                Some(PolicyAction::PoliteBlock)
+            )
+            .await
+    );
+    let r = ua
+        .request(&publish("tp-3", &auth("00000003")), &mut n)
+        .await;
+    assert_eq!(
+        r.status(),
+        Some(403),
+        "polite-block is no permission to publish"
+    );
+}

@@ -3,7 +3,9 @@
 
 use super::records::{Direction, GatewayDialog};
 use super::{Actor, Cmd, Entry, Gateway};
-use crate::admin::{DialogView, SubscriptionFilter, SubscriptionKind, SubscriptionView, seconds_until};
+use crate::admin::{
+    DialogView, SubscriptionFilter, SubscriptionKind, SubscriptionView, seconds_until,
+};
 use crate::presence::{comparable, now_ms};
 
 /// Gatewayed dialogs by direction, for `/metrics`.

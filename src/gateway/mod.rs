@@ -523,11 +523,7 @@ impl Actor {
         );
         let next_hop = e.rec.dialog.next_hop();
         let mut batch = Batch::default();
-        batch.put(
-            Tree::Dialogs,
-            id.as_bytes().to_vec(),
-            codec::encode(&e.rec),
-        );
+        batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&e.rec));
         self.pending.insert(
             key.clone(),
             Pending {
@@ -685,11 +681,7 @@ impl Actor {
         self.timers
             .push(Reverse((self.refresh_at(&rec), Timer::Refresh(id.clone()))));
         let mut batch = Batch::default();
-        batch.put(
-            Tree::Dialogs,
-            id.as_bytes().to_vec(),
-            codec::encode(&rec),
-        );
+        batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&rec));
         let r = CpimResponse {
             status,
             trans_id: p.trans_id.clone(),
@@ -853,11 +845,7 @@ impl Actor {
         if terminated {
             self.remove_c2s(&id, &mut batch);
         } else {
-            batch.put(
-                Tree::Dialogs,
-                id.as_bytes().to_vec(),
-                codec::encode(&e.rec),
-            );
+            batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&e.rec));
         }
         // The 200 goes once the delivery is queued durably.
         self.commit_then(batch, vec![staged], move |ok| {
@@ -1178,11 +1166,7 @@ impl Actor {
         e.in_flight = true;
         let (m, hop, rec2) = self.build_notify(rec, substate, body);
         self.dialogs.get_mut(&id).expect("inserted").rec = rec2.clone();
-        batch.put(
-            Tree::Dialogs,
-            id.as_bytes().to_vec(),
-            codec::encode(&rec2),
-        );
+        batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&rec2));
         let (layer, resolver, me) = (self.layer.clone(), self.resolver.clone(), self.me.clone());
         self.commit_then(batch, vec![], move |_| {
             tokio::spawn(async move {
@@ -1286,11 +1270,7 @@ impl Actor {
             e.rec.last_body = Some(body.clone());
             if e.in_flight {
                 e.latest = Some((ct.clone(), body.clone()));
-                batch.put(
-                    Tree::Dialogs,
-                    id.as_bytes().to_vec(),
-                    codec::encode(&e.rec),
-                );
+                batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&e.rec));
                 continue;
             }
             e.in_flight = true;
@@ -1301,11 +1281,7 @@ impl Actor {
                 SubscriptionState::new(SubState::Active).with_param("expires", remaining),
                 Some((ct.clone(), body.clone())),
             );
-            batch.put(
-                Tree::Dialogs,
-                id.as_bytes().to_vec(),
-                codec::encode(&rec),
-            );
+            batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&rec));
             self.dialogs.get_mut(id).expect("listed").rec = rec;
             sends.push((id.clone(), m, hop));
         }
@@ -1359,11 +1335,7 @@ impl Actor {
                 Some((ct, body)),
             );
             let mut batch = Batch::default();
-            batch.put(
-                Tree::Dialogs,
-                id.as_bytes().to_vec(),
-                codec::encode(&rec),
-            );
+            batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&rec));
             self.dialogs.get_mut(id).expect("present").rec = rec;
             let (layer, resolver, me, id) = (
                 self.layer.clone(),

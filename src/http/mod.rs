@@ -4,6 +4,10 @@
 //! `{"error": {"code": "...", "message": "..."}}`; a malformed request
 //! changes nothing.
 
+use crate::admin::{
+    DialogView, PresentitySummary, PresentityView, PublicationView, RegistrationView,
+    SubscriptionFilter, SubscriptionKind, SubscriptionView,
+};
 use crate::cpim::{
     CpimResponse, NotifyRequest, Presence, Status, SubscribeRequest, TupleView, UnsubscribeRequest,
 };
@@ -13,10 +17,6 @@ use crate::presence::{PresenceAgent, aor_key};
 use crate::sip::{Scheme, Uri};
 use axum::Router;
 use axum::body::Bytes;
-use crate::admin::{
-    DialogView, PresentitySummary, PresentityView, PublicationView, RegistrationView,
-    SubscriptionFilter, SubscriptionKind, SubscriptionView,
-};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -410,7 +410,10 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     metrics::counter!(m::ADAPTER_DELIVERY_FAILURES).absolute(s.ops.adapter.failures());
     metrics::gauge!(m::STORE_SIZE_BYTES).set(s.ops.store.size_on_disk() as f64);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         handle.render(),
     )
 }
@@ -439,13 +442,17 @@ async fn show_presentity(
     Path(presentity): Path<String>,
 ) -> Result<axum::Json<PresentityView>, HttpError> {
     let aor = local_aor(&s, &presentity)?;
-    s.presence.presentity(&aor).await.map(axum::Json).ok_or_else(|| {
-        HttpError(
-            StatusCode::NOT_FOUND,
-            "unknown_presentity",
-            format!("nothing is held for {aor}"),
-        )
-    })
+    s.presence
+        .presentity(&aor)
+        .await
+        .map(axum::Json)
+        .ok_or_else(|| {
+            HttpError(
+                StatusCode::NOT_FOUND,
+                "unknown_presentity",
+                format!("nothing is held for {aor}"),
+            )
+        })
 }
 
 #[utoipa::path(get, path = "/admin/v1/subscriptions", params(SubscriptionFilter),
@@ -586,7 +593,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until the task is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+/// Serves `router` on `listener` until `stop` is notified.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    stop: std::sync::Arc<tokio::sync::Notify>,
+) -> std::io::Result<()> {
+    // Graceful: once `stop` is notified no new connection is accepted and
+    // requests in progress finish.
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { stop.notified().await })
+        .await
 }

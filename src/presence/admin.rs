@@ -52,7 +52,9 @@ impl PresenceAgent {
     /// One presentity (AOR key) in full; `None` if nothing is held for it.
     pub async fn presentity(&self, aor: &str) -> Option<PresentityView> {
         let aor = aor.to_owned();
-        self.inspect(move |a| a.presentity_view(&aor)).await.flatten()
+        self.inspect(move |a| a.presentity_view(&aor))
+            .await
+            .flatten()
     }
 
     /// Subscriptions held by the agent that match `filter`.

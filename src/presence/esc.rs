@@ -63,12 +63,22 @@ impl Agent {
             Err(e) => return reply(st, 400, &e.reason_phrase()),
         }
         let aor = aor_key(&ruri);
-        // Step 4: a third party blocked by the presentity may not publish
-        // for it (OMA flow 2.4).
-        let publisher = req.from().map(|f| aor_key(&f.uri)).unwrap_or_default();
-        if publisher != aor && self.decide(&aor, &publisher) == super::records::PolicyAction::Block
+        // Step 4 (RFC 3903 §6: "the ESC MUST ... determine if the
+        // publisher is authorized"): the presentity publishes for itself; a
+        // third party only where the presentity's policy allows it, never
+        // when it blocks it (OMA flow 2.4) nor by default. The publisher is
+        // the authenticated identity when there is one, else From.
+        let publisher = match st.identity() {
+            Some(id) => id.to_owned(),
+            None => req.from().map(|f| aor_key(&f.uri)).unwrap_or_default(),
+        };
+        if publisher != aor && self.decide(&aor, &publisher) != super::records::PolicyAction::Allow
         {
-            return reply(st, 403, "Forbidden");
+            return reply(
+                st,
+                403,
+                "Forbidden (not authorized to publish for this presentity)",
+            );
         }
         // SIP-If-Match: at most one entity-tag (§11.3).
         let if_match = match req.sip_if_match() {

@@ -668,7 +668,10 @@ impl Agent {
         } else {
             p.watchers.insert(id.clone());
         }
-        *self.per_watcher.entry(self.watcher_key(&rec.watcher)).or_default() += 1;
+        *self
+            .per_watcher
+            .entry(self.watcher_key(&rec.watcher))
+            .or_default() += 1;
         let sub = Sub {
             rec,
             in_flight: false,

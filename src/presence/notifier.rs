@@ -77,7 +77,12 @@ impl Agent {
             .ok()
             .flatten()
             .is_some_and(|e| e.is("presence.winfo"));
-        let watcher_aor = req.from().map(|f| aor_key(&f.uri)).unwrap_or_default();
+        // Policy applies to who the watcher is: the authenticated identity
+        // when there is one, else the From AOR.
+        let watcher_aor = match st.identity() {
+            Some(id) => id.to_owned(),
+            None => req.from().map(|f| aor_key(&f.uri)).unwrap_or_default(),
+        };
         let content_type: DocFormat = if winfo {
             // RFC 3857 §5.2: only the presentity may see its watchers.
             if watcher_aor != aor {
@@ -138,7 +143,7 @@ impl Agent {
             Ok(d) => d,
             Err(e) => return reject(st, 400, &format!("{e}")),
         };
-        let watcher = req.from().map(|f| aor_key(&f.uri)).unwrap_or_default();
+        let watcher = watcher_aor.clone();
         let event_id = req
             .event()
             .ok()
@@ -240,6 +245,7 @@ impl Agent {
             cpim: None,
             winfo_version: 0,
             polite,
+            approved: false,
         };
         let id = rec.id.clone();
         let entry = (!winfo).then(|| winfo_entry(&rec, "subscribe"));
@@ -613,6 +619,7 @@ impl Agent {
                     })),
                     winfo_version: 0,
                     polite: action == PolicyAction::PoliteBlock,
+                    approved: false,
                 };
                 self.add_sub(rec);
             }
@@ -664,6 +671,16 @@ fn winfo_entry(rec: &SubscriptionRecord, event: &'static str) -> WatcherEntry {
     }
 }
 
+/// The event that brought a live watcher to its state (RFC 3857 §3.4.1):
+/// `approved` if the owner let it in, else `subscribe`.
+fn winfo_state_event(rec: &SubscriptionRecord) -> &'static str {
+    if rec.approved {
+        "approved"
+    } else {
+        "subscribe"
+    }
+}
+
 /// The winfo event for a termination reason (RFC 3857 §3.4.2).
 fn winfo_event(reason: &str) -> &'static str {
     match reason {
@@ -699,7 +716,7 @@ impl Agent {
                         p.watchers
                             .iter()
                             .filter_map(|id| self.subs.get(id))
-                            .map(|s| winfo_entry(&s.rec, "subscribe"))
+                            .map(|s| winfo_entry(&s.rec, winfo_state_event(&s.rec)))
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -838,6 +855,7 @@ impl Agent {
                 continue;
             }
             let approved = sub.rec.status == SubStatus::Pending && status == SubStatus::Active;
+            sub.rec.approved = status == SubStatus::Active && (approved || sub.rec.approved);
             sub.rec.status = status;
             sub.rec.polite = polite;
             // A state change is not throttled away: it goes out now.

@@ -157,6 +157,11 @@ pub struct SubscriptionRecord {
     /// document.
     #[serde(default)]
     pub polite: bool,
+    /// Became active by the owner's approval (pending → active): its
+    /// watcherinfo event is then `approved`, in full state too (RFC 3857
+    /// §3.4.1, RFC 3858 §5's example).
+    #[serde(default)]
+    pub approved: bool,
 }
 
 /// An authorization rule for one watcher of one presentity (issue 5).
@@ -248,6 +253,7 @@ mod tests {
             cpim: None,
             winfo_version: 2,
             polite: false,
+            approved: false,
         }
     }
 
@@ -260,12 +266,23 @@ mod tests {
         let hex: String = bin.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            "010863313b6c743b7274117369703a70406578616d706c652e636f6d117369703a77406578616d706c652e636f6d0000026331026c74027274133c7369703a70406578616d706c652e636f6d3e133c7369703a77406578616d706c652e636f6d3e0f7369703a77403139322e302e322e31010e3c7369703a70726f78793b6c723e0301010080a0abfef962146170706c69636174696f6e2f706964662b786d6c01000200"
+            "010863313b6c743b7274117369703a70406578616d706c652e636f6d117369703a77406578616d706c652e636f6d0000026331026c74027274133c7369703a70406578616d706c652e636f6d3e133c7369703a77406578616d706c652e636f6d3e0f7369703a77403139322e302e322e31010e3c7369703a70726f78793b6c723e0301010080a0abfef962146170706c69636174696f6e2f706964662b786d6c0100020000"
         );
-        assert_eq!(decode::<SubscriptionRecord>(Tree::Subscriptions, &bin).unwrap(), rec);
+        assert_eq!(
+            decode::<SubscriptionRecord>(Tree::Subscriptions, &bin).unwrap(),
+            rec
+        );
         // A record written as JSON by an earlier version still loads.
         let json = serde_json::to_vec(&rec).unwrap();
-        assert_eq!(decode::<SubscriptionRecord>(Tree::Subscriptions, &json).unwrap(), rec);
-        assert!(bin.len() * 2 < json.len(), "{} vs {}", bin.len(), json.len());
+        assert_eq!(
+            decode::<SubscriptionRecord>(Tree::Subscriptions, &json).unwrap(),
+            rec
+        );
+        assert!(
+            bin.len() * 2 < json.len(),
+            "{} vs {}",
+            bin.len(),
+            json.len()
+        );
     }
 }

@@ -8,10 +8,11 @@
 //! so such a store still loads, and is rewritten in the new form as its
 //! records change.
 //!
-//! Invariant: postcard is not self-describing, so the record types are
-//! the format: fields and enum variants are only ever appended, never
-//! reordered or removed, and no `skip_serializing_if` is used on them. The
-//! golden tests next to the record types guard this.
+//! Invariant: postcard is not self-describing, so the record types *are*
+//! the format. Any change to a stored type (a field added, removed or
+//! reordered, a variant reordered) needs a new version byte and a decoder
+//! for the old one; no `skip_serializing_if` is used on them. The golden
+//! tests next to the record types fail on such a change, as a reminder.
 
 use super::{StoreError, Tree};
 use serde::Serialize;

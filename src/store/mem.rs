@@ -24,11 +24,7 @@ impl Store for MemStore {
             .and_then(|t| t.get(key).cloned()))
     }
 
-    fn visit(
-        &self,
-        tree: Tree,
-        f: Visitor<'_>,
-    ) -> Result<(), StoreError> {
+    fn visit(&self, tree: Tree, f: Visitor<'_>) -> Result<(), StoreError> {
         let trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
         for (k, v) in trees.get(&tree).into_iter().flatten() {
             f(k, v)?;

@@ -122,11 +122,7 @@ pub trait Store: Send + Sync + 'static {
     /// collecting them (startup reloads 100,000s of records; holding them
     /// all at once would double the peak and leave it in the allocator).
     /// Stops at the first error `f` returns.
-    fn visit(
-        &self,
-        tree: Tree,
-        f: Visitor<'_>,
-    ) -> Result<(), StoreError>;
+    fn visit(&self, tree: Tree, f: Visitor<'_>) -> Result<(), StoreError>;
     /// Every record of a tree, in key order.
     fn scan(&self, tree: Tree) -> Result<Records, StoreError> {
         let mut out = Vec::new();

@@ -196,11 +196,7 @@ impl Store for SledStore {
             .map(|v| v.to_vec()))
     }
 
-    fn visit(
-        &self,
-        tree: Tree,
-        f: Visitor<'_>,
-    ) -> Result<(), StoreError> {
+    fn visit(&self, tree: Tree, f: Visitor<'_>) -> Result<(), StoreError> {
         for r in self.trees[tree.index()].iter() {
             let (k, v) = r.map_err(io)?;
             f(&k, &v)?;

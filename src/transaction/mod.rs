@@ -175,6 +175,9 @@ struct Shared {
     app: mpsc::Sender<ServerTransaction>,
     /// Client transactions waiting for their final response.
     active_clients: std::sync::atomic::AtomicUsize,
+    /// Shutting down: new requests are refused with 503, transactions in
+    /// progress (and retransmissions of answered requests) continue.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -203,6 +206,9 @@ pub struct ServerTransaction {
     to_tag: String,
     answered: bool,
     span: tracing::Span,
+    /// The AOR the request was authenticated as (RFC 3261 §22), set by the
+    /// router; `None` when authentication is off or the listener trusted.
+    identity: Option<String>,
 }
 
 /// A random token for branches and tags.
@@ -228,6 +234,7 @@ impl TransactionLayer {
             servers: Mutex::new(HashMap::new()),
             app,
             active_clients: std::sync::atomic::AtomicUsize::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         (TransactionLayer { shared }, rx)
     }
@@ -238,6 +245,13 @@ impl TransactionLayer {
 
     pub fn policy(&self) -> &UasPolicy {
         &self.shared.policy
+    }
+
+    /// Graceful shutdown begins: new requests get 503 with Retry-After.
+    pub fn drain(&self) {
+        self.shared
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Transactions in progress: (client transactions still waiting for a
@@ -399,6 +413,7 @@ impl TransactionLayer {
             method = method_label,
             peer = %source.peer,
             proto = %source.proto,
+            identity = tracing::field::Empty,
         );
         span.in_scope(|| tracing::debug!("request received"));
         let st = ServerTransaction {
@@ -410,7 +425,20 @@ impl TransactionLayer {
             to_tag,
             answered: false,
             span,
+            identity: None,
         };
+        if self
+            .shared
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // RFC 3261 §21.5.4: temporarily unable; another server, or this
+            // one after its restart, will take it.
+            let mut resp = st.reply(503, "Service Unavailable (shutting down)");
+            resp.push_header(HeaderName::RetryAfter, "5");
+            let _ = st.respond(resp).await;
+            return;
+        }
         if let Err(e) = self.shared.app.try_send(st) {
             // Overloaded (or shutting down): refuse with 503 (RFC 3261 §21.5.4).
             let st = match e {
@@ -504,7 +532,10 @@ impl TransactionLayer {
             proto = %target.proto,
         );
         metrics::counter!(m::SIP_REQUESTS_SENT, "method" => method).increment(1);
-        let result = self.client_transaction(req, target).instrument(span.clone()).await;
+        let result = self
+            .client_transaction(req, target)
+            .instrument(span.clone())
+            .await;
         let _in = span.enter();
         match &result {
             Ok(resp) => {
@@ -813,6 +844,17 @@ impl ServerTransaction {
     /// The To tag this transaction's responses carry (when the request had none).
     pub fn to_tag(&self) -> &str {
         &self.to_tag
+    }
+
+    /// Records who the request was authenticated as (an AOR key).
+    pub fn set_identity(&mut self, aor: String) {
+        self.span.record("identity", aor.as_str());
+        self.identity = Some(aor);
+    }
+
+    /// The authenticated AOR, if the request was authenticated.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     /// The `sip_transaction` span (Call-ID, method, peer): enter it to log
