@@ -63,6 +63,65 @@ impl SubscriptionFilter {
     }
 }
 
+/// A URI given by an operator or held in a record, in the form filters
+/// compare: the address of record with the `sip:` scheme (so `pres:` and
+/// `sip:` name the same presentity, seed §4), else as written.
+pub fn comparable(uri: &str) -> String {
+    match crate::sip::Uri::parse_str(uri) {
+        Ok(u) => {
+            let mut a = u.with_scheme(crate::sip::Scheme::Sip).aor();
+            a.port = None;
+            a.to_string()
+        }
+        Err(_) => uri.to_owned(),
+    }
+}
+
+/// A [`SubscriptionFilter`] with its URIs normalised once.
+pub struct Selector {
+    kind: Option<SubscriptionKind>,
+    watcher: Option<String>,
+    target: Option<String>,
+    limit: usize,
+}
+
+impl SubscriptionFilter {
+    pub fn selector(&self) -> Selector {
+        Selector {
+            kind: self.kind,
+            watcher: self.watcher.as_deref().map(comparable),
+            target: self.target.as_deref().map(comparable),
+            limit: self.limit(),
+        }
+    }
+}
+
+impl Selector {
+    /// Whether nothing of `kind` can match (the caller need not look).
+    pub fn excludes(&self, kind: SubscriptionKind) -> bool {
+        self.kind.is_some_and(|k| k != kind)
+    }
+
+    /// Whether a subscription of `kind` from `watcher` to `target` matches.
+    pub fn admits(&self, kind: SubscriptionKind, watcher: &str, target: &str) -> bool {
+        !self.excludes(kind)
+            && self
+                .watcher
+                .as_ref()
+                .is_none_or(|w| comparable(watcher) == *w)
+            && self
+                .target
+                .as_ref()
+                .is_none_or(|t| comparable(target) == *t)
+    }
+
+    /// How many to collect: one more than the limit, so the caller can
+    /// tell that the list was cut.
+    pub fn take(&self) -> usize {
+        self.limit.saturating_add(1)
+    }
+}
+
 /// One subscription as an operator sees it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SubscriptionView {

@@ -415,6 +415,18 @@ impl Config {
         })
     }
 
+    /// A listener on an unspecified address without `advertise`: the
+    /// gateway would put 0.0.0.0 into Via and Contact.
+    fn advertise_needed(&self) -> bool {
+        self.sip.advertise.trim().is_empty()
+            && self
+                .sip
+                .listen
+                .iter()
+                .filter_map(|l| parse_listener(l).ok())
+                .any(|l| l.addr.ip().is_unspecified())
+    }
+
     /// The SIP listeners.
     pub fn listeners(&self) -> Result<Vec<Listener>, String> {
         self.sip.listen.iter().map(|s| parse_listener(s)).collect()
@@ -520,8 +532,43 @@ impl Config {
         if !matches!(self.log.format.as_str(), "text" | "json") {
             bad("log.format", "expected \"text\" or \"json\"".into());
         }
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+        if self.log.level.trim().is_empty() {
+            bad(
+                "log.level",
+                "empty (it would silence every log line)".into(),
+            );
+        } else if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             bad("log.level", format!("not a tracing filter: {e}"));
+        }
+        if self.advertise_needed() {
+            bad(
+                "sip.advertise",
+                "required when a listener is on 0.0.0.0 or [::] (Via and Contact need a reachable host)"
+                    .into(),
+            );
+        }
+        match reqwest::Url::parse(&self.cpim.adapter_url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => bad(
+                "cpim.adapter_url",
+                format!("scheme {:?}: expected http or https", u.scheme()),
+            ),
+            Err(e) => bad("cpim.adapter_url", format!("not a URL: {e}")),
+        }
+        if self.cpim.adapter_timeout_ms == 0 {
+            bad("cpim.adapter_timeout_ms", "must be at least 1".into());
+        }
+        if self.cpim.retry_initial_ms == 0 {
+            bad(
+                "cpim.retry_initial_ms",
+                "must be at least 1 (0 would retry in a tight loop)".into(),
+            );
+        }
+        if self.cpim.retry_max_ms < self.cpim.retry_initial_ms {
+            bad(
+                "cpim.retry_max_ms",
+                "must be at least cpim.retry_initial_ms".into(),
+            );
         }
         if self.store.cache_capacity_bytes < 1024 * 1024 {
             bad(
@@ -663,6 +710,33 @@ mod tests {
             e.contains("g.toml:7: cpim.listen: \"localhost:8080\" is not an IP address and port"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn operational_values_are_checked() {
+        let text = "[sip]\nlisten = [\"udp:0.0.0.0:5060\"]\n[cpim]\nadapter_url = \"ftp://x\"\nretry_initial_ms = 0\n[log]\nformat = \"xml\"\nlevel = \"\"\n";
+        let c = Config::parse(text, Path::new("g.toml")).unwrap();
+        let e = c
+            .validate(Path::new("g.toml"), text)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "sip.advertise: required when a listener is on 0.0.0.0",
+            "g.toml:4: cpim.adapter_url: scheme \"ftp\"",
+            "g.toml:5: cpim.retry_initial_ms: must be at least 1",
+            "g.toml:7: log.format: expected \"text\" or \"json\"",
+            "g.toml:8: log.level: empty",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        let fixed = text
+            .replace("[sip]\n", "[sip]\nadvertise = \"gw.example.com\"\n")
+            .replace("ftp://x", "http://adapter:9090/cpim")
+            .replace("retry_initial_ms = 0", "retry_initial_ms = 100")
+            .replace("\"xml\"", "\"json\"")
+            .replace("level = \"\"", "level = \"sip_cpim_gateway=debug,info\"");
+        let c = Config::parse(&fixed, Path::new("g.toml")).unwrap();
+        c.validate(Path::new("g.toml"), &fixed).unwrap();
     }
 
     #[test]

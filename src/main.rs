@@ -165,8 +165,11 @@ fn run(path: &std::path::Path) -> ExitCode {
 /// or JSON lines on stderr (stdout carries the startup lines scripts read).
 fn init_logging(log: &sip_cpim_gateway::config::LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
+    // An empty RUST_LOG counts as unset (it would silence everything).
+    let filter = std::env::var("RUST_LOG")
         .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::builder().parse(v).ok())
         .or_else(|| EnvFilter::builder().parse(&log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -218,6 +221,7 @@ async fn wait_for_signal() {
 /// runtime: the store's committer is a task).
 fn with_store<T>(
     config: &std::path::Path,
+    create: bool,
     f: impl AsyncFnOnce(&SledStore) -> Result<T, String>,
 ) -> Result<T, String> {
     let cfg = Config::load(config).map_err(|e| e.to_string())?;
@@ -227,7 +231,7 @@ fn with_store<T>(
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async {
         let path = std::path::Path::new(&cfg.store.path);
-        if !path.exists() {
+        if !create && !path.exists() {
             return Err(format!("no store at {}", path.display()));
         }
         let store = SledStore::open_with(path, cfg.store.cache_capacity_bytes)
@@ -239,7 +243,7 @@ fn with_store<T>(
 }
 
 fn export(config: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
-    let r = with_store(config, async |store| {
+    let r = with_store(config, false, async |store| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -268,7 +272,7 @@ fn export(config: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
 }
 
 fn import(config: &std::path::Path, input: &std::path::Path, force: bool) -> ExitCode {
-    let r = with_store(config, async |store| {
+    let r = with_store(config, true, async |store| {
         let mut reader: Box<dyn std::io::BufRead> = if input.as_os_str() == "-" {
             Box::new(std::io::BufReader::new(std::io::stdin().lock()))
         } else {

@@ -6,7 +6,7 @@ use super::{Actor, Cmd, Entry, Gateway};
 use crate::admin::{
     DialogView, SubscriptionFilter, SubscriptionKind, SubscriptionView, seconds_until,
 };
-use crate::presence::{comparable, now_ms};
+use crate::presence::now_ms;
 
 /// Gatewayed dialogs by direction, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,26 +78,14 @@ impl Gateway {
 
     /// Gatewayed dialogs that match `filter`.
     pub async fn subscriptions(&self, filter: SubscriptionFilter) -> Vec<SubscriptionView> {
-        if filter.kind == Some(SubscriptionKind::Local) {
-            return Vec::new();
-        }
+        let sel = filter.selector();
         self.inspect(move |a| {
-            let watcher = filter.watcher.as_deref().map(comparable);
-            let target = filter.target.as_deref().map(comparable);
             let now = now_ms();
             let mut v: Vec<SubscriptionView> = a
                 .dialogs
                 .values()
-                .filter(|e| {
-                    filter.kind.is_none_or(|k| k == kind(e.rec.direction))
-                        && watcher
-                            .as_ref()
-                            .is_none_or(|w| comparable(&e.rec.watcher) == *w)
-                        && target
-                            .as_ref()
-                            .is_none_or(|t| comparable(&e.rec.target) == *t)
-                })
-                .take(filter.limit())
+                .filter(|e| sel.admits(kind(e.rec.direction), &e.rec.watcher, &e.rec.target))
+                .take(sel.take())
                 .map(|e| view(e, now))
                 .collect();
             v.sort_by(|x, y| x.id.cmp(&y.id));

@@ -3,7 +3,7 @@
 //! the agent task so they are consistent with what it does next.
 
 use super::records::{SubStatus, SubscriptionRecord};
-use super::{Agent, PresenceAgent, Sub, aor_key, entity_of, now_ms};
+use super::{Agent, PresenceAgent, Sub, entity_of, now_ms};
 use crate::admin::{
     DialogView, PresentitySummary, PresentityView, PublicationView, RegistrationView,
     SubscriptionFilter, SubscriptionKind, SubscriptionView, seconds_until,
@@ -16,14 +16,6 @@ pub struct Counts {
     pub subscriptions: usize,
     pub publications: usize,
     pub registrations: usize,
-}
-
-/// A URI given by an operator or held in a record, in the form filters
-/// compare: the address of record (`sip:user@host`), else as written.
-pub fn comparable(uri: &str) -> String {
-    crate::sip::Uri::parse_str(uri)
-        .map(|u| aor_key(&u))
-        .unwrap_or_else(|_| uri.to_owned())
 }
 
 impl PresenceAgent {
@@ -59,23 +51,17 @@ impl PresenceAgent {
 
     /// Subscriptions held by the agent that match `filter`.
     pub async fn subscriptions(&self, filter: SubscriptionFilter) -> Vec<SubscriptionView> {
-        if filter.kind.is_some_and(|k| k != SubscriptionKind::Local) {
+        let sel = filter.selector();
+        if sel.excludes(SubscriptionKind::Local) {
             return Vec::new();
         }
         self.inspect(move |a| {
-            let watcher = filter.watcher.as_deref().map(comparable);
-            let target = filter.target.as_deref().map(comparable);
             let now = now_ms();
             let mut v: Vec<SubscriptionView> = a
                 .subs
                 .values()
-                .filter(|s| {
-                    watcher
-                        .as_ref()
-                        .is_none_or(|w| comparable(&s.rec.watcher) == *w)
-                        && target.as_ref().is_none_or(|t| &*s.rec.presentity == t)
-                })
-                .take(filter.limit())
+                .filter(|s| sel.admits(SubscriptionKind::Local, &s.rec.watcher, &s.rec.presentity))
+                .take(sel.take())
                 .map(|s| view(s, now))
                 .collect();
             v.sort_by(|x, y| x.id.cmp(&y.id));

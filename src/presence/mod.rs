@@ -11,7 +11,7 @@
 //! later changes are coalesced into the next one.
 
 mod admin;
-pub use admin::{Counts, comparable};
+pub use admin::Counts;
 pub mod compose;
 mod esc;
 mod notifier;
@@ -441,6 +441,9 @@ impl Agent {
         match cmd {
             Command::Request(st) => {
                 let st = *st;
+                // Logs about this request carry its Call-ID, method and peer.
+                let span = st.span().clone();
+                let _in = span.enter();
                 let fx = match st.request().method() {
                     Some(Method::Register) => self.on_register(st),
                     Some(Method::Publish) => self.on_publish(st),

@@ -453,6 +453,16 @@ _http() {
     ((rc == 0)) || fail "curl $* failed (exit $rc): $(cat "$out.err")"
 }
 
+# put_policy PRESENTITY WATCHER ACTION: the owner's rule through the admin
+# API (src/http/mod.rs put_policy): 200 and the rule echoed back.
+put_policy() {
+    _http -X PUT -H 'Content-Type: application/json' --data-binary "{\"action\":\"$3\"}" \
+        "http://127.0.0.1:$GW_HTTP/admin/v1/policies/$1/$2"
+    step "PUT /admin/v1/policies/$1/$2 {\"action\":\"$3\"} -> $HTTP_CODE $HTTP_BODY"
+    expect_eq "PUT policy $3 for $2: status" "$HTTP_CODE" 200
+    json_expect "PUT policy $3 for $2: the rule echoed" "d == {'watcher': '$2', 'action': '$3'}"
+}
+
 # json_expect DESC PYEXPR [JSON]: evaluates the Python expression PYEXPR
 # with d = the parsed JSON (default $HTTP_BODY) and `re` imported; fails the
 # case with DESC unless it is true. E.g. json_expect "status" 'd["status"] == "success"'

@@ -19,16 +19,6 @@
 #            step 14 200; no other NOTIFY for 1 s; unsubscribe -> terminated
 start_gateway_with 'presence.default_policy="confirm"'
 
-# put_policy PRESENTITY WATCHER ACTION: the owner's rule through the admin
-# API (src/http/mod.rs put_policy): 200 and the rule echoed back.
-put_policy() {
-    _http -X PUT -H 'Content-Type: application/json' --data-binary "{\"action\":\"$3\"}" \
-        "http://127.0.0.1:$GW_HTTP/admin/v1/policies/$1/$2"
-    step "PUT /admin/v1/policies/$1/$2 {\"action\":\"$3\"} -> $HTTP_CODE $HTTP_BODY"
-    expect_eq "PUT policy $3 for $2: status" "$HTTP_CODE" 200
-    json_expect "PUT policy $3 for $2: the rule echoed" "d == {'watcher': '$2', 'action': '$3'}"
-}
-
 # eve's own PUA publishes; a third party without a rule is refused (RFC
 # 3903 §6 step 4: the publisher must be authorized; "confirm" is no
 # permission to publish), and its tuple never reaches the document.

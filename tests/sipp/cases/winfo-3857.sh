@@ -26,16 +26,6 @@
 #            unsubscribe -> terminated, full state version 5, no watchers
 start_gateway_with 'presence.default_policy="confirm"'
 
-# put_policy PRESENTITY WATCHER ACTION: the owner's rule through the admin
-# API (src/http/mod.rs put_policy): 200 and the rule echoed back.
-put_policy() {
-    _http -X PUT -H 'Content-Type: application/json' --data-binary "{\"action\":\"$3\"}" \
-        "http://127.0.0.1:$GW_HTTP/admin/v1/policies/$1/$2"
-    step "PUT /admin/v1/policies/$1/$2 {\"action\":\"$3\"} -> $HTTP_CODE $HTTP_BODY"
-    expect_eq "PUT policy $3 for $2: status" "$HTTP_CODE" 200
-    json_expect "PUT policy $3 for $2: the rule echoed" "d == {'watcher': '$2', 'action': '$3'}"
-}
-
 sipp_run source publish -key ctype application/pidf+xml -key pidf_ns urn:ietf:params:xml:ns:pidf \
     -key pres_user grace -key pub_expires 3600 -key pua grace -key tuple_id t-winfo \
     -key basic open -key ts 2005-02-07T15:00:00Z

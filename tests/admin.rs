@@ -1,0 +1,170 @@
+//! The operator's read-only views (issue 7 §5): `/admin/v1/presentities`,
+//! `/admin/v1/presentities/{uri}`, `/admin/v1/subscriptions` and
+//! `/admin/v1/dialogs/{id}` over a real server, bearer-protected, errors
+//! as JSON.
+
+mod support;
+
+use serde_json::Value;
+use sip_cpim_gateway::config::Config;
+use sip_cpim_gateway::server::Server;
+use sip_cpim_gateway::transport::Proto;
+use support::{TempDir, Ua, pidf};
+
+const TOKEN: &str = "ops-token";
+
+async fn start(dir: &TempDir) -> Server {
+    let mut cfg = Config::default();
+    cfg.sip.listen = vec!["udp:127.0.0.1:0".into()];
+    cfg.cpim.listen = "127.0.0.1:0".into();
+    cfg.cpim.token = TOKEN.into();
+    cfg.store.path = dir.0.join("store").display().to_string();
+    cfg.presence.default_policy = "allow".into();
+    cfg.presence.notify_min_interval_ms = 0;
+    Server::start(&cfg).await.unwrap()
+}
+
+async fn get(s: &Server, path: &str, token: Option<&str>) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut r = reqwest::Client::new().get(format!("http://{}{path}", s.http));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.unwrap();
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn views_show_what_the_agent_holds() {
+    let dir = TempDir::new("admin");
+    let s = start(&dir).await;
+    let ua = Ua::new(s.local_addr(Proto::Udp).unwrap()).await;
+    let mut n = Vec::new();
+    let doc = pidf(
+        "pres:carol@example.com",
+        "t-admin",
+        "open",
+        "in the lab",
+        "2026-12-02T10:00:00Z",
+    );
+    let publish = format!(
+        "PUBLISH sip:carol@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:carol@example.com>;tag=p\r\nTo: <sip:carol@example.com>\r\nCall-ID: adm-pub\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nExpires: 600\r\nContent-Type: application/pidf+xml\r\n\r\n{doc}"
+    );
+    let r = ua.request(&publish, &mut n).await;
+    assert_eq!(r.status(), Some(200));
+    let etag = r.sip_etag().unwrap().unwrap().to_string();
+    let subscribe = "SUBSCRIBE sip:carol@example.com SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: <sip:dave@example.com>;tag=dave1\r\nTo: <sip:carol@example.com>\r\nCall-ID: adm-sub\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:dave@{me}>\r\nRecord-Route: <sip:{me};lr>\r\nExpires: 600\r\nEvent: presence\r\n\r\n";
+    let r = ua.request(subscribe, &mut n).await;
+    assert_eq!(r.status(), Some(200));
+    let to_tag = r.to().unwrap().tag().unwrap().to_owned();
+
+    // Bearer token, as for the policies.
+    let (code, body) = get(&s, "/admin/v1/presentities", None).await;
+    assert_eq!(code, 401);
+    assert_eq!(body["error"]["code"], "unauthorized");
+
+    let (code, list) = get(&s, "/admin/v1/presentities", Some(TOKEN)).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        list,
+        serde_json::json!([{"entity": "pres:carol@example.com", "aor": "sip:carol@example.com",
+            "registrations": 0, "publications": 1, "watchers": 1, "winfo_subscribers": 0}])
+    );
+
+    let (code, p) = get(
+        &s,
+        &format!("/admin/v1/presentities/{}", enc("pres:carol@example.com")),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert!(p["document"].as_str().unwrap().contains("in the lab"));
+    assert_eq!(p["publications"][0]["etag"], etag.as_str());
+    assert_eq!(p["publications"][0]["publisher"], "sip:carol@example.com");
+    assert!(p["publications"][0]["expires_in_s"].as_i64().unwrap() > 590);
+    assert_eq!(p["subscriptions"][0]["watcher"], "sip:dave@example.com");
+    assert_eq!(p["subscriptions"][0]["state"], "active");
+
+    // Filters: watcher and target compare as AORs (pres: and sip: alike).
+    let (code, subs) = get(
+        &s,
+        &format!(
+            "/admin/v1/subscriptions?watcher={}&kind=local",
+            enc("pres:dave@example.com")
+        ),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(subs["truncated"], false);
+    let sub = &subs["subscriptions"][0];
+    let id = format!("adm-sub;{to_tag};dave1");
+    assert_eq!(sub["id"], id.as_str());
+    assert_eq!(sub["kind"], "local");
+    assert_eq!(sub["target"], "pres:carol@example.com");
+    assert_eq!(sub["event"], "presence");
+    assert_eq!(sub["via_adapter"], false);
+    assert!(sub["last_notify_at_ms"].as_i64().is_some());
+    let (_, none) = get(&s, "/admin/v1/subscriptions?kind=sip-to-cpim", Some(TOKEN)).await;
+    assert_eq!(none["subscriptions"], serde_json::json!([]));
+    let (_, other) = get(
+        &s,
+        "/admin/v1/subscriptions?target=sip:nobody@example.com",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(other["subscriptions"], serde_json::json!([]));
+    let (code, bad) = get(&s, "/admin/v1/subscriptions?kind=sideways", Some(TOKEN)).await;
+    assert_eq!(code, 400);
+    assert_eq!(bad["error"]["code"], "invalid_query");
+
+    // The dialog the next NOTIFY uses (RFC 3261 §12): route set, target, CSeq.
+    let (code, d) = get(&s, &format!("/admin/v1/dialogs/{}", enc(&id)), Some(TOKEN)).await;
+    assert_eq!(code, 200);
+    assert_eq!(d["call_id"], "adm-sub");
+    assert_eq!(d["local_tag"], to_tag.as_str());
+    assert_eq!(d["remote_tag"], "dave1");
+    // (The route points back at the test UA: no traffic leaves loopback.)
+    assert_eq!(
+        d["route_set"],
+        serde_json::json!([format!("<sip:{};lr>", ua.addr)])
+    );
+    assert_eq!(d["remote_target"], format!("sip:dave@{}", ua.addr).as_str());
+    assert_eq!(d["local_cseq"], 1, "one NOTIFY sent so far");
+    assert_eq!(d["remote_cseq"], 1);
+    let (code, e) = get(&s, "/admin/v1/dialogs/no%3Bsuch%3Bdialog", Some(TOKEN)).await;
+    assert_eq!(code, 404);
+    assert_eq!(e["error"]["code"], "unknown_dialog");
+    let (code, _) = get(
+        &s,
+        &format!("/admin/v1/presentities/{}", enc("sip:x@elsewhere.org")),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(code, 404, "not a local presentity");
+
+    // The views are in the API description.
+    let (_, api) = get(&s, "/openapi.json", None).await;
+    for path in [
+        "/admin/v1/presentities",
+        "/admin/v1/presentities/{presentity}",
+        "/admin/v1/subscriptions",
+        "/admin/v1/dialogs/{id}",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(api["paths"][path].is_object(), "{path} in openapi.json");
+    }
+}
