@@ -172,8 +172,12 @@ fn init_logging(log: &sip_cpim_gateway::config::LogConfig) {
         .and_then(|v| EnvFilter::builder().parse(v).ok())
         .or_else(|| EnvFilter::builder().parse(&log.level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
+    // Colour only on a terminal: collected logs (docker logs, journald,
+    // files) get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if log.format == "json" {
         builder
