@@ -154,23 +154,13 @@ pub struct SubscriptionView {
 }
 
 /// The SIP dialog of a subscription (RFC 3261 §12): what the next request
-/// in it will carry.
+/// in it will carry (Call-ID, tags, URIs, remote target, route set, CSeq
+/// both ways).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DialogView {
     pub subscription: SubscriptionView,
-    pub call_id: String,
-    pub local_tag: String,
-    pub remote_tag: String,
-    pub local_uri: String,
-    pub remote_uri: String,
-    /// Where in-dialog requests go (the peer's Contact).
-    pub remote_target: String,
-    pub route_set: Vec<String>,
-    /// CSeq of the last request the gateway sent in the dialog.
-    pub local_cseq: u32,
-    /// Highest CSeq received from the peer.
-    pub remote_cseq: Option<u32>,
-    pub secure: bool,
+    #[serde(flatten)]
+    pub dialog: crate::dialog::DialogFields,
     /// The CPIM transID (seed §7.1/§7.2), for dialogs with a CPIM side.
     pub trans_id: Option<String>,
 }
@@ -183,16 +173,7 @@ impl DialogView {
     ) -> DialogView {
         DialogView {
             subscription,
-            call_id: d.call_id().to_owned(),
-            local_tag: d.local_tag().to_owned(),
-            remote_tag: d.remote_tag().to_owned(),
-            local_uri: d.local_uri().to_owned(),
-            remote_uri: d.remote_uri().to_owned(),
-            remote_target: d.remote_target().to_owned(),
-            route_set: d.route_set().map(str::to_owned).collect(),
-            local_cseq: d.local_cseq,
-            remote_cseq: d.remote_cseq,
-            secure: d.secure,
+            dialog: d.into(),
             trans_id,
         }
     }

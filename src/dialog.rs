@@ -73,7 +73,7 @@ pub struct Dialog {
 }
 
 /// The named form of a [`Dialog`]: how it is built, stored and shown.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DialogFields {
     pub call_id: String,
     pub local_tag: String,
@@ -85,7 +85,9 @@ pub struct DialogFields {
     pub remote_target: String,
     /// Route values in the order they go into Route headers (§12.1.1/§12.1.2).
     pub route_set: Vec<String>,
+    /// The CSeq of the last request we sent in the dialog.
     pub local_cseq: u32,
+    /// The highest CSeq received from the peer.
     pub remote_cseq: Option<u32>,
     pub secure: bool,
 }

@@ -43,6 +43,19 @@ fn env(dir: &TempDir) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Runs a one-shot subcommand on the bundled configuration in `dir`.
+fn cli(dir: &TempDir, args: &[&str]) -> std::process::Output {
+    let config = bundled_config();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", config.as_str()]);
+    Command::new(BIN)
+        .current_dir(&dir.0)
+        .args(all)
+        .envs(env(dir))
+        .output()
+        .unwrap()
+}
+
 struct Running {
     child: Child,
     done: bool,
@@ -231,12 +244,7 @@ async fn health_readiness_metrics_and_graceful_stop() {
         lines.iter().any(|l| l == "stopped: store flushed"),
         "{lines:?}"
     );
-    let out = Command::new(BIN)
-        .current_dir(&dir.0)
-        .args(["export", "--config", &bundled_config()])
-        .envs(env(&dir))
-        .output()
-        .unwrap();
+    let out = cli(&dir, &["export"]);
     assert!(
         out.status.success(),
         "{}",
@@ -255,12 +263,7 @@ async fn health_readiness_metrics_and_graceful_stop() {
 fn export_import_move_a_store_and_healthcheck_reports() {
     let dir = TempDir::new("ops-backup");
     // Nothing to export yet.
-    let out = Command::new(BIN)
-        .current_dir(&dir.0)
-        .args(["export", "--config", &bundled_config()])
-        .envs(env(&dir))
-        .output()
-        .unwrap();
+    let out = cli(&dir, &["export"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"));
 
@@ -286,12 +289,7 @@ fn export_import_move_a_store_and_healthcheck_reports() {
     });
     assert_eq!(code, Some(200));
     // The store is locked while the gateway runs: export says so.
-    let locked = Command::new(BIN)
-        .current_dir(&dir.0)
-        .args(["export", "--config", &bundled_config()])
-        .envs(env(&dir))
-        .output()
-        .unwrap();
+    let locked = cli(&dir, &["export"]);
     assert_eq!(locked.status.code(), Some(1));
     let http = r.http;
     let (status, _) = terminate(r);
@@ -301,13 +299,7 @@ fn export_import_move_a_store_and_healthcheck_reports() {
     assert!(String::from_utf8_lossy(&down.stderr).starts_with("unhealthy:"));
 
     let dump = dir.0.join("dump.jsonl");
-    let out = Command::new(BIN)
-        .current_dir(&dir.0)
-        .args(["export", "--config", &bundled_config(), "--output"])
-        .arg(&dump)
-        .envs(env(&dir))
-        .output()
-        .unwrap();
+    let out = cli(&dir, &["export", "--output", dump.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "{}",
