@@ -332,6 +332,20 @@ async fn subscription_limits_are_enforced() {
         r.header_value(&HeaderName::Warning)
             .is_some_and(|w| w.contains("3 subscriptions, its limit"))
     );
+    // A CPIM watcher of a local presentity counts against the same limits.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cpim: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/cpim/v1/subscribe", s.http))
+        .json(&serde_json::json!({"watcher": "pres:xena@xmpp.example.org",
+            "target": "pres:p1@example.com", "duration": 600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cpim["status"], "failure");
+    assert_eq!(cpim["code"], 503);
     // Bob ends one subscription: his place is free again.
     let first_ok = n
         .iter()
@@ -686,4 +700,29 @@ async fn watcher_info_shows_watchers_arrive_and_leave() {
         )
         .replace("winfo1", "winfo2");
     assert_eq!(bob.request(&snoop, &mut n).await.status(), Some(403));
+}
+
+/// Graceful stop (issue 7 §6): once shutdown begins, a new request gets 503
+/// with Retry-After (RFC 3261 §21.5.4) instead of starting work that might
+/// not finish; the HTTP listener stops accepting.
+#[tokio::test]
+async fn shutdown_refuses_new_requests() {
+    let dir = TempDir::new("drain");
+    let s = start(&dir, 60).await;
+    let ua = Ua::new(s.local_addr(Proto::Udp).unwrap()).await;
+    let mut n = Vec::new();
+    s.shutdown(Duration::from_millis(500)).await;
+    let r = ua
+        .request(
+            &subscribe("sip:p1@example.com", "drain1", 600, "Event: presence\r\n"),
+            &mut n,
+        )
+        .await;
+    assert_eq!(r.status(), Some(503));
+    assert_eq!(r.header_value(&HeaderName::RetryAfter), Some("5"));
+    assert!(n.is_empty(), "nothing was started");
+    assert!(
+        tokio::net::TcpStream::connect(s.http).await.is_err(),
+        "the HTTP listener is closed"
+    );
 }

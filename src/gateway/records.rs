@@ -32,3 +32,45 @@ pub struct GatewayDialog {
     pub last_content_type: Option<String>,
     pub last_body: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialog::DialogFields;
+    use crate::store::Tree;
+    use crate::store::codec::{decode, encode};
+
+    /// The stored form is the field order (store/codec.rs): pinned here.
+    #[test]
+    fn gateway_dialog_encoding_is_stable() {
+        let rec = GatewayDialog {
+            id: "c;l;r".into(),
+            direction: Direction::SipToCpim,
+            watcher: "pres:w@x".into(),
+            target: "pres:t@y".into(),
+            trans_id: "ab".into(),
+            dialog: Dialog::from(&DialogFields {
+                call_id: "c".into(),
+                local_tag: "l".into(),
+                remote_tag: "r".into(),
+                local_cseq: 2,
+                ..DialogFields::default()
+            }),
+            expires_at: 5,
+            refreshed_at: 1,
+            cpim_until: 9,
+            event_id: None,
+            last_content_type: None,
+            last_body: None,
+        };
+        let bin = encode(&rec);
+        let hex: String = bin.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "0105633b6c3b720108707265733a77407808707265733a7440790261620163016c0172000000000200000a0212000000"
+        );
+        assert_eq!(decode::<GatewayDialog>(Tree::Dialogs, &bin).unwrap(), rec);
+        let json = serde_json::to_vec(&rec).unwrap();
+        assert_eq!(decode::<GatewayDialog>(Tree::Dialogs, &json).unwrap(), rec);
+    }
+}

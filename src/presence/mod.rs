@@ -89,6 +89,27 @@ pub fn entity_of(aor: &str) -> String {
     }
 }
 
+/// A subscription refused by a configured limit (`[presence]
+/// max_subscriptions*`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LimitExceeded {
+    #[error("the presence agent holds {limit} subscriptions, its limit")]
+    Total { limit: usize },
+    #[error("{watcher} holds {limit} subscriptions, the per-watcher limit")]
+    PerWatcher { watcher: String, limit: usize },
+}
+
+impl LimitExceeded {
+    /// The SIP status: capacity is temporary (503, RFC 3261 §21.5.4), a
+    /// watcher's quota is a refusal (403, §21.4.4).
+    pub(crate) fn status(&self) -> (u16, &'static str) {
+        match self {
+            LimitExceeded::Total { .. } => (503, "Service Unavailable"),
+            LimitExceeded::PerWatcher { .. } => (403, "Forbidden"),
+        }
+    }
+}
+
 /// The result of one request or event: applied in memory already, made
 /// durable by the effects task before anything is sent.
 #[derive(Default)]
@@ -656,7 +677,7 @@ impl Agent {
 
     /// Starts holding a subscription: the subscription map, its
     /// presentity's index, the per-watcher count and its expiry timer.
-    pub(crate) fn add_sub(&mut self, rec: SubscriptionRecord) {
+    pub(crate) fn add_sub(&mut self, mut rec: SubscriptionRecord) {
         let id = rec.id.clone();
         self.timers.push(Reverse((
             rec.expires_at,
@@ -666,6 +687,8 @@ impl Agent {
             .presentities
             .entry(rec.presentity.to_string())
             .or_default();
+        // One copy of the AOR per presentity, shared by its watchers.
+        rec.presentity = p.aor.get_or_insert_with(|| rec.presentity.clone()).clone();
         if rec.event == records::Package::WatcherInfo {
             p.winfo.insert(id.clone());
         } else {
@@ -718,27 +741,23 @@ impl Agent {
         }
     }
 
-    /// Whether one more subscription for `watcher` is within the limits:
-    /// `Err` carries the status and the fault for the Warning.
-    pub(crate) fn admit(&self, watcher: &str) -> Result<(), (u16, String)> {
+    /// Whether one more subscription for `watcher` is within the limits.
+    pub(crate) fn admit(&self, watcher: &str) -> Result<(), LimitExceeded> {
         let max = self.settings.max_subscriptions;
         if max > 0 && self.subs.len() >= max {
-            return Err((
-                503,
-                format!("the presence agent holds {max} subscriptions, its limit"),
-            ));
+            return Err(LimitExceeded::Total { limit: max });
         }
-        let per = self.settings.max_subscriptions_per_watcher;
+        let limit = self.settings.max_subscriptions_per_watcher;
         let held = self
             .per_watcher
             .get(&self.watcher_key(watcher))
             .copied()
             .unwrap_or(0) as usize;
-        if per > 0 && held >= per {
-            return Err((
-                403,
-                format!("{watcher} holds {held} subscriptions, the per-watcher limit"),
-            ));
+        if limit > 0 && held >= limit {
+            return Err(LimitExceeded::PerWatcher {
+                watcher: watcher.to_owned(),
+                limit,
+            });
         }
         Ok(())
     }

@@ -202,16 +202,11 @@ impl Agent {
             fx.reply = Some((st, resp));
             return fx;
         }
-        if let Err((code, why)) = self.admit(&watcher) {
-            // A configured limit (`[presence] max_subscriptions*`): refused
-            // before anything is held, the limit named in a Warning.
-            let reason = if code == 503 {
-                "Service Unavailable"
-            } else {
-                "Forbidden"
-            };
+        if let Err(limit) = self.admit(&watcher) {
+            // Refused before anything is held, the limit named in a Warning.
+            let (code, reason) = limit.status();
             let mut r = st.reply(code, reason);
-            let why = why.replace(['"', '\\'], "'");
+            let why = limit.to_string().replace(['"', '\\'], "'");
             r.push_header(
                 HeaderName::Warning,
                 format!("399 {} \"{why}\"", self.layer.policy().agent),
@@ -594,9 +589,13 @@ impl Agent {
                     .push(Reverse((expires_at, TimerKey::Subscription(id.clone()))));
             }
             None => {
-                if let Err((code, why)) = self.admit(watcher) {
-                    tracing::info!(%watcher, %why, "CPIM subscribe refused");
-                    return (CpimResponse::failure(trans_id, code, &why), fx);
+                if let Err(limit) = self.admit(watcher) {
+                    tracing::info!(%watcher, %limit, "CPIM subscribe refused");
+                    let (code, _) = limit.status();
+                    return (
+                        CpimResponse::failure(trans_id, code, &limit.to_string()),
+                        fx,
+                    );
                 }
                 let rec = SubscriptionRecord {
                     id: id.clone(),

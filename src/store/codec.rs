@@ -23,9 +23,8 @@ pub const POSTCARD_V1: u8 = 0x01;
 
 /// Encodes a record.
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    let mut out = vec![POSTCARD_V1];
-    out.extend(postcard::to_stdvec(v).expect("records serialize"));
-    out
+    // One buffer: the version byte, then the record appended in place.
+    postcard::to_extend(v, vec![POSTCARD_V1]).expect("records serialize")
 }
 
 /// Decodes a record of `tree` (either encoding).
