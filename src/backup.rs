@@ -79,7 +79,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// A stored value as JSON, by the type its tree holds.
-fn to_json(tree: Tree, v: &[u8]) -> Result<serde_json::Value, StoreError> {
+fn to_json(tree: Tree, k: &[u8], v: &[u8]) -> Result<serde_json::Value, StoreError> {
     fn j<T: Serialize + serde::de::DeserializeOwned>(
         tree: Tree,
         v: &[u8],
@@ -90,7 +90,8 @@ fn to_json(tree: Tree, v: &[u8]) -> Result<serde_json::Value, StoreError> {
     match tree {
         Tree::Registrations => j::<BindingRecord>(tree, v),
         Tree::Publications => j::<PublicationRecord>(tree, v),
-        Tree::Subscriptions => j::<SubscriptionRecord>(tree, v),
+        Tree::Subscriptions => Ok(serde_json::to_value(SubscriptionRecord::from_stored(k, v)?)
+            .expect("records serialize as JSON")),
         Tree::Dialogs => j::<GatewayDialog>(tree, v),
         Tree::Policies => j::<PolicyRecord>(tree, v),
         // The delivery queue is stored as JSON (its payload is free-form).
@@ -103,7 +104,7 @@ fn to_json(tree: Tree, v: &[u8]) -> Result<serde_json::Value, StoreError> {
 }
 
 /// A record from a dump in the store's encoding, checked against its type.
-fn from_json(tree: Tree, v: serde_json::Value) -> Result<Vec<u8>, String> {
+fn from_json(tree: Tree, key: &[u8], v: serde_json::Value) -> Result<Vec<u8>, String> {
     fn b<T: Serialize + serde::de::DeserializeOwned>(
         v: serde_json::Value,
     ) -> Result<Vec<u8>, String> {
@@ -113,7 +114,14 @@ fn from_json(tree: Tree, v: serde_json::Value) -> Result<Vec<u8>, String> {
     match tree {
         Tree::Registrations => b::<BindingRecord>(v),
         Tree::Publications => b::<PublicationRecord>(v),
-        Tree::Subscriptions => b::<SubscriptionRecord>(v),
+        Tree::Subscriptions => {
+            // Stored keyed (the id is the key): the two must agree.
+            let r: SubscriptionRecord = serde_json::from_value(v).map_err(|e| e.to_string())?;
+            if r.id.as_bytes() != key {
+                return Err(format!("record id {:?} is not its key", r.id));
+            }
+            Ok(r.to_stored())
+        }
         Tree::Dialogs => b::<GatewayDialog>(v),
         Tree::Policies => b::<PolicyRecord>(v),
         Tree::Deliveries => {
@@ -153,7 +161,7 @@ pub fn export(store: &dyn Store, now_ms: i64, out: &mut dyn Write) -> Result<usi
                     tree: tree.name().into(),
                     key,
                     key_hex,
-                    record: to_json(tree, v)?,
+                    record: to_json(tree, k, v)?,
                 };
                 let written = serde_json::to_writer(&mut *out, &line)
                     .map_err(std::io::Error::from)
@@ -211,8 +219,8 @@ pub fn parse_dump(input: &mut dyn BufRead) -> Result<Batch, BackupError> {
             (None, Some(h)) => unhex(&h).ok_or_else(|| bad(i, "key_hex is not hex".into()))?,
             _ => return Err(bad(i, "exactly one of key and key_hex is required".into())),
         };
-        let value =
-            from_json(tree, line.record).map_err(|m| bad(i, format!("{}: {m}", tree.name())))?;
+        let value = from_json(tree, &key, line.record)
+            .map_err(|m| bad(i, format!("{}: {m}", tree.name())))?;
         batch.put(tree, key, value);
     }
     Ok(batch)

@@ -14,9 +14,19 @@ use std::process::ExitCode;
 /// short-lived transaction state; with glibc the bursts fragment the heap
 /// and the process keeps their pages, jemalloc's size-class slabs and
 /// decay return them (issue 4: memory per subscription, docs/performance.md).
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main`. `background_thread`: freed pages
+/// are returned on time (`dirty_decay_ms`, 10 s) by jemalloc's own thread,
+/// not only when the arena that freed them allocates again, so the memory
+/// of a burst of transactions goes back to the system once the burst ends
+/// (issue 4: ~100 B per subscription in `tests/sipp/bench-memory.sh`).
+/// `_RJEM_MALLOC_CONF` in the environment still overrides it.
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static JEMALLOC_CONF: &[u8; 23] = b"background_thread:true\0";
 
 #[derive(Parser)]
 #[command(

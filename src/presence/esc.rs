@@ -209,8 +209,10 @@ impl Agent {
             };
             fx.batch
                 .put(Tree::Publications, rec.key().into_bytes(), encode(&rec));
-            self.timers
-                .push(Reverse((rec.expires_at, TimerKey::Publication(rec.key()))));
+            self.timers.push(Reverse((
+                rec.expires_at,
+                TimerKey::Publication(rec.key().into()),
+            )));
             resp = st.reply(200, "OK");
             resp.push_header(HeaderName::SipETag, rec.etag.clone());
             resp.push_header(HeaderName::Expires, granted.to_string());

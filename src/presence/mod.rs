@@ -353,8 +353,10 @@ pub(crate) struct Presentity {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKey {
-    Binding(String),
-    Publication(String),
+    // Boxed text, not `String`: one heap entry per live subscription, and
+    // 8 bytes less each (issue 4).
+    Binding(Box<str>),
+    Publication(Box<str>),
     Subscription(Arc<str>),
     /// The throttle interval of a subscription ended (RFC 3856 §6.10).
     Throttle(Arc<str>),
@@ -367,7 +369,10 @@ pub(crate) struct Agent {
     pub resolver: Arc<Resolver>,
     pub adapter: Adapter,
     pub presentities: HashMap<String, Presentity>,
-    pub subs: HashMap<Arc<str>, Sub>,
+    /// Boxed: a bucket is then 24 bytes instead of ~200, so the table's
+    /// spare capacity (up to half of it after growing) and the copy made
+    /// while it grows cost little (issue 4: memory per subscription).
+    pub subs: HashMap<Arc<str>, Box<Sub>>,
     pub timers: BinaryHeap<Reverse<(i64, TimerKey)>>,
     pub self_tx: mpsc::UnboundedSender<Command>,
     /// Partial watcherinfo state waiting for a winfo subscription's NOTIFY.
@@ -393,7 +398,7 @@ impl Agent {
         for (_, v) in self.store.scan(Tree::Registrations)? {
             let b: BindingRecord = decode(Tree::Registrations, &v)?;
             self.timers
-                .push(Reverse((b.expires_at, TimerKey::Binding(b.key()))));
+                .push(Reverse((b.expires_at, TimerKey::Binding(b.key().into()))));
             self.presentities
                 .entry(b.aor.clone())
                 .or_default()
@@ -409,8 +414,10 @@ impl Agent {
                     continue;
                 }
             };
-            self.timers
-                .push(Reverse((p.expires_at, TimerKey::Publication(p.key()))));
+            self.timers.push(Reverse((
+                p.expires_at,
+                TimerKey::Publication(p.key().into()),
+            )));
             self.presentities
                 .entry(p.aor.clone())
                 .or_default()
@@ -423,8 +430,8 @@ impl Agent {
             self.policies.insert((p.presentity, p.watcher), p.action);
         }
         let store = self.store.clone();
-        store.visit(Tree::Subscriptions, &mut |_, v| {
-            let s: SubscriptionRecord = decode(Tree::Subscriptions, v)?;
+        store.visit(Tree::Subscriptions, &mut |k, v| {
+            let s = SubscriptionRecord::from_stored(k, v)?;
             self.add_sub(s);
             Ok(())
         })?;
@@ -705,7 +712,7 @@ impl Agent {
             last_sent: 0,
             throttled: false,
         };
-        if let Some(old) = self.subs.insert(id, sub) {
+        if let Some(old) = self.subs.insert(id, Box::new(sub)) {
             // Same id again (a CPIM re-subscribe is a refresh, not this):
             // the count follows the map.
             self.uncount(&old.rec.watcher);
@@ -715,7 +722,7 @@ impl Agent {
     /// Stops holding a subscription (the inverse of [`Agent::add_sub`];
     /// stale timers are ignored when they fire). The caller stores the
     /// deletion and sends what the end implies.
-    pub(crate) fn remove_sub(&mut self, id: &str) -> Option<Sub> {
+    pub(crate) fn remove_sub(&mut self, id: &str) -> Option<Box<Sub>> {
         let sub = self.subs.remove(id)?;
         if let Some(p) = self.presentities.get_mut(&*sub.rec.presentity) {
             p.watchers.remove(id);
@@ -813,4 +820,25 @@ async fn send_notify(
         }
     }
     last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every live subscription is one `Sub` (boxed) plus its text; issue 4
+    /// budgets ~1 kB per subscription in all, so growth here is a
+    /// regression to notice (docs/performance.md).
+    #[test]
+    fn subscription_in_memory_stays_compact() {
+        eprintln!(
+            "Sub {} SubscriptionRecord {} Dialog {} TimerKey {}",
+            std::mem::size_of::<Sub>(),
+            std::mem::size_of::<SubscriptionRecord>(),
+            std::mem::size_of::<crate::dialog::Dialog>(),
+            std::mem::size_of::<TimerKey>()
+        );
+        assert!(std::mem::size_of::<Sub>() <= 192);
+        assert!(std::mem::size_of::<(i64, TimerKey)>() <= 32);
+    }
 }

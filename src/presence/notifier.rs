@@ -391,7 +391,7 @@ impl Agent {
         fx.batch.put(
             Tree::Subscriptions,
             id.as_bytes().to_vec(),
-            encode(&sub.rec),
+            sub.rec.to_stored(),
         );
         fx.notifies.push(OutNotify {
             sub_id: id.to_owned(),
@@ -626,7 +626,7 @@ impl Agent {
         fx.batch.put(
             Tree::Subscriptions,
             id.as_bytes().to_vec(),
-            encode(&self.subs[&id].rec),
+            self.subs[&id].rec.to_stored(),
         );
         self.notify_or_defer(&id, &mut fx);
         let mut resp = CpimResponse::success(trans_id, Some(granted));
@@ -863,7 +863,7 @@ impl Agent {
             fx.batch.put(
                 Tree::Subscriptions,
                 id.as_bytes().to_vec(),
-                encode(&sub.rec),
+                sub.rec.to_stored(),
             );
             self.notify_or_defer(&id, &mut fx);
             self.winfo_changed(presentity, vec![entry], &mut fx);

@@ -137,7 +137,7 @@ impl Agent {
                 fx.batch
                     .put(Tree::Registrations, b.key().into_bytes(), encode(b));
                 self.timers
-                    .push(Reverse((b.expires_at, TimerKey::Binding(b.key()))));
+                    .push(Reverse((b.expires_at, TimerKey::Binding(b.key().into()))));
             }
         }
         let changed = !fx.batch.is_empty();

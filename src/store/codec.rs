@@ -8,6 +8,12 @@
 //! so such a store still loads, and is rewritten in the new form as its
 //! records change.
 //!
+//! A record whose key already holds one of its fields may leave that field
+//! empty in the value (`0x02`, [`encode_keyed`]): the subscription records
+//! do so with their dialog id, which is otherwise stored twice and held
+//! twice by sled (issue 4). Only the record type's own decoder, which has
+//! the key, reads them; [`decode`] refuses them.
+//!
 //! Invariant: postcard is not self-describing, so the record types *are*
 //! the format. Any change to a stored type (a field added, removed or
 //! reordered, a variant reordered) needs a new version byte and a decoder
@@ -15,16 +21,44 @@
 //! tests next to the record types fail on such a change, as a reminder.
 
 use super::{StoreError, Tree};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// The first byte of a postcard-encoded record.
 pub const POSTCARD_V1: u8 = 0x01;
+
+/// The first byte of a postcard-encoded record whose key-derived fields
+/// are left empty (the record type says which, and fills them in).
+pub const POSTCARD_KEYED: u8 = 0x02;
 
 /// Encodes a record.
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     // One buffer: the version byte, then the record appended in place.
     postcard::to_extend(v, vec![POSTCARD_V1]).expect("records serialize")
+}
+
+/// Encodes a record whose key-derived fields `v` has left empty.
+pub fn encode_keyed<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_extend(v, vec![POSTCARD_KEYED]).expect("records serialize")
+}
+
+/// Decodes a keyed record ([`POSTCARD_KEYED`]) into the type's stored
+/// layout, which may borrow from `bytes`; the caller fills in what its key
+/// holds.
+pub fn decode_keyed<'de, T: Deserialize<'de>>(
+    tree: Tree,
+    bytes: &'de [u8],
+) -> Result<T, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        tree: tree.name(),
+        reason,
+    };
+    match bytes.split_first() {
+        Some((&POSTCARD_KEYED, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| corrupt(format!("postcard: {e}")))
+        }
+        _ => Err(corrupt("not a keyed record".into())),
+    }
 }
 
 /// Decodes a record of `tree` (either encoding).
@@ -38,6 +72,9 @@ pub fn decode<T: DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T, StoreE
             postcard::from_bytes(&bytes[1..]).map_err(|e| corrupt(format!("postcard: {e}")))
         }
         Some(b'{') => serde_json::from_slice(bytes).map_err(|e| corrupt(format!("JSON: {e}"))),
+        Some(&POSTCARD_KEYED) => Err(corrupt(
+            "keyed record read without its key (a decoder bug)".into(),
+        )),
         Some(b) => Err(corrupt(format!("unknown record encoding 0x{b:02x}"))),
         None => Err(corrupt("empty record".into())),
     }
@@ -72,5 +109,14 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
         assert!(decode::<R>(Tree::Meta, &[POSTCARD_V1, 5]).is_err());
+        // A keyed record: only its type's decoder, which has the key, reads it.
+        let keyed = encode_keyed(&R {
+            a: String::new(),
+            b: None,
+        });
+        assert_eq!(keyed, [POSTCARD_KEYED, 0, 0]);
+        assert!(decode::<R>(Tree::Meta, &keyed).is_err());
+        assert!(decode_keyed::<R>(Tree::Meta, &keyed).unwrap().a.is_empty());
+        assert!(decode_keyed::<R>(Tree::Meta, &bin).is_err());
     }
 }
