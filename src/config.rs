@@ -245,7 +245,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: "./data".into(),
-            cache_capacity_bytes: 32 * 1024 * 1024,
+            cache_capacity_bytes: 4 * 1024 * 1024,
         }
     }
 }

@@ -149,14 +149,24 @@ async fn transport_error_gives_503() {
     assert_eq!(err.status_code(), 503);
 }
 
-#[tokio::test(start_paused = true)]
-async fn server_timer_j_keeps_the_response_for_64_t1() {
-    let rec = Arc::new(Recorder::default());
+/// A layer whose UAS core accepts PUBLISH, with its application channel.
+fn publish_server(
+    rec: Arc<Recorder>,
+) -> (
+    TransactionLayer,
+    tokio::sync::mpsc::Receiver<sip_cpim_gateway::transaction::ServerTransaction>,
+) {
     let policy = UasPolicy {
         allow: vec![Method::Publish],
         ..UasPolicy::default()
     };
-    let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    TransactionLayer::new(rec, Timers::default(), policy, 1300)
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_timer_j_keeps_the_response_for_64_t1() {
+    let rec = Arc::new(Recorder::default());
+    let (l, mut app) = publish_server(rec.clone());
     let raw = "PUBLISH sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKj1\r\nMax-Forwards: 70\r\nFrom: <sip:p@example.com>;tag=a\r\nTo: <sip:p@example.com>\r\nCall-ID: j@x\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n";
     let req = || Inbound::Message {
         msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
@@ -179,4 +189,55 @@ async fn server_timer_j_keeps_the_response_for_64_t1() {
     assert_eq!(l.in_flight().1, 0);
     l.on_inbound(req()).await;
     assert!(app.recv().await.is_some(), "a new server transaction");
+}
+
+/// Timer J runs per transaction, oldest first: of two transactions answered
+/// 10 s apart, each ends 64·T1 after its own response, and a transaction
+/// over a reliable transport ends at once (Timer J is zero, §17.2.2).
+#[tokio::test(start_paused = true)]
+async fn server_timer_j_ends_each_transaction_on_its_own_deadline() {
+    let rec = Arc::new(Recorder::default());
+    let (l, mut app) = publish_server(rec.clone());
+    let publish = |branch: &str, proto: Proto| {
+        let via = if proto == Proto::Tcp { "TCP" } else { "UDP" };
+        let raw = format!(
+            "PUBLISH sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/{via} 192.0.2.20:5060;branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\nFrom: <sip:p@example.com>;tag=a\r\nTo: <sip:p@example.com>\r\nCall-ID: {branch}@x\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n"
+        );
+        let mut source = source();
+        source.proto = proto;
+        Inbound::Message {
+            msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
+            source,
+        }
+    };
+    for (branch, wait) in [("first", 10), ("second", 0)] {
+        l.on_inbound(publish(branch, Proto::Udp)).await;
+        let st = app.recv().await.unwrap();
+        let resp = st.reply(200, "OK");
+        st.respond(resp).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+    assert_eq!(l.in_flight().1, 2);
+    l.on_inbound(publish("tcp", Proto::Tcp)).await;
+    let st = app.recv().await.unwrap();
+    let resp = st.reply(200, "OK");
+    st.respond(resp).await.unwrap();
+    assert_eq!(
+        l.in_flight().1,
+        2,
+        "the TCP transaction ended with its response"
+    );
+    // 33 s after the first response: only the second transaction is left.
+    tokio::time::sleep(Duration::from_secs(23)).await;
+    assert_eq!(l.in_flight().1, 1);
+    l.on_inbound(publish("second", Proto::Udp)).await;
+    assert!(
+        app.try_recv().is_err(),
+        "the second still absorbs retransmissions"
+    );
+    l.on_inbound(publish("first", Proto::Udp)).await;
+    assert!(app.recv().await.is_some(), "the first is a new transaction");
+    // 43 s after the second response it is gone too (the new "first" remains).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(l.in_flight().1, 1);
 }

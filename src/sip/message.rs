@@ -662,6 +662,11 @@ impl Message {
     pub fn to_bytes(&self) -> Bytes {
         let mut v = Vec::new();
         self.write_to(&mut v);
+        // Transactions keep these bytes for retransmission (a server
+        // transaction for Timer J's 32 s): trimmed to length they take one
+        // exact allocation, not the over-reserved buffer plus the shared
+        // header `Bytes` adds when length and capacity differ.
+        v.shrink_to_fit();
         Bytes::from(v)
     }
 

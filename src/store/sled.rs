@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
 
 /// sled's page cache when none is configured (`[store] cache_capacity_bytes`).
-pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
 pub struct SledStore {
     /// The last group commit succeeded (readiness, `/readyz`).
