@@ -831,13 +831,6 @@ mod tests {
     /// regression to notice (docs/performance.md).
     #[test]
     fn subscription_in_memory_stays_compact() {
-        eprintln!(
-            "Sub {} SubscriptionRecord {} Dialog {} TimerKey {}",
-            std::mem::size_of::<Sub>(),
-            std::mem::size_of::<SubscriptionRecord>(),
-            std::mem::size_of::<crate::dialog::Dialog>(),
-            std::mem::size_of::<TimerKey>()
-        );
         assert!(std::mem::size_of::<Sub>() <= 192);
         assert!(std::mem::size_of::<(i64, TimerKey)>() <= 32);
     }

@@ -96,16 +96,9 @@ enum ServerKey {
 }
 
 impl ServerKey {
+    /// `join` sizes its buffer exactly, so boxing does not reallocate.
     fn join(parts: &[&str]) -> Box<str> {
-        let len = parts.iter().map(|p| p.len() + 1).sum::<usize>() - 1;
-        let mut s = String::with_capacity(len);
-        for (i, p) in parts.iter().enumerate() {
-            if i > 0 {
-                s.push('\n');
-            }
-            s.push_str(p);
-        }
-        s.into_boxed_str()
+        parts.join("\n").into_boxed_str()
     }
 
     /// The same identity for another method: a CANCEL's key names the
@@ -225,6 +218,8 @@ impl Drop for Shared {
 
 /// Timer J for every non-INVITE server transaction over an unreliable
 /// transport (§17.2.2): one queue and one task, not a task per transaction.
+/// The task is spawned on the runtime of the first transaction armed (a
+/// layer lives on one runtime) and ends when the layer is dropped.
 ///
 /// Invariant: deadlines in `queue` never decrease from front to back. Timer J
 /// is the same 64·T1 for every transaction of a layer and each deadline is
@@ -284,9 +279,7 @@ async fn reap_timer_j(timer_j: Arc<TimerJ>, shared: std::sync::Weak<Shared>) {
                     while q.front().is_some_and(|(deadline, _)| *deadline <= now) {
                         due.extend(q.pop_front().map(|(_, key)| key));
                     }
-                    // After a burst, as for the table (see shrink_after_burst).
-                    if q.capacity() > 4096 && q.len() * 4 < q.capacity() {
-                        let keep = q.len() * 2;
+                    if let Some(keep) = shrunk_capacity(q.len(), q.capacity()) {
                         q.shrink_to(keep);
                     }
                 }
@@ -297,8 +290,10 @@ async fn reap_timer_j(timer_j: Arc<TimerJ>, shared: std::sync::Weak<Shared>) {
                 for key in due.drain(..) {
                     servers.remove(&key);
                 }
-                shrink_after_burst(&mut servers);
-                if due.capacity() > 4096 {
+                if let Some(keep) = shrunk_capacity(servers.len(), servers.capacity()) {
+                    servers.shrink_to(keep);
+                }
+                if shrunk_capacity(0, due.capacity()).is_some() {
                     due = Vec::new();
                 }
             }
@@ -306,16 +301,22 @@ async fn reap_timer_j(timer_j: Arc<TimerJ>, shared: std::sync::Weak<Shared>) {
     }
 }
 
-/// A burst leaves a large table behind; give the memory back once it is
-/// mostly empty (amortised: only after a 4x drop).
-fn shrink_after_burst(servers: &mut HashMap<ServerKey, Arc<ServerEntry>>) {
-    if servers.capacity() > 4096 && servers.len() * 4 < servers.capacity() {
-        let keep = servers.len() * 2;
-        servers.shrink_to(keep);
-    }
+/// A burst leaves large tables and queues behind: the capacity to shrink
+/// to once one is mostly empty (amortised: only after a 4x drop).
+fn shrunk_capacity(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > 4096 && len * 4 < capacity).then_some(len * 2)
 }
 
 impl Shared {
+    /// A server transaction ends: its entry leaves the table.
+    fn end_server(&self, key: &ServerKey) {
+        let mut servers = self.servers();
+        servers.remove(key);
+        if let Some(keep) = shrunk_capacity(servers.len(), servers.capacity()) {
+            servers.shrink_to(keep);
+        }
+    }
+
     fn clients(&self) -> std::sync::MutexGuard<'_, HashMap<ClientKey, ClientSlot>> {
         self.clients.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -899,9 +900,7 @@ async fn respond(
     if !entry.invite {
         if reliable {
             // Timer J is zero over a reliable transport (§17.2.2).
-            let mut servers = shared.servers();
-            servers.remove(key);
-            shrink_after_burst(&mut servers);
+            shared.end_server(key);
         } else {
             shared.timer_j.arm(shared, key.clone());
         }
@@ -940,9 +939,7 @@ async fn respond(
         if !reliable {
             tokio::time::sleep(t.t4).await;
         }
-        let mut servers = shared.servers();
-        servers.remove(&key);
-        shrink_after_burst(&mut servers);
+        shared.end_server(&key);
     });
     result
 }
@@ -1018,5 +1015,58 @@ impl Drop for ServerTransaction {
                 let _ = respond(&shared, &key, &entry, resp).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Limits, parse_datagram};
+
+    fn key_of(raw: &str) -> ServerKey {
+        let req = parse_datagram(Bytes::from(raw.to_owned()), &Limits::default()).unwrap();
+        let source = Source {
+            proto: Proto::Udp,
+            peer: "192.0.2.20:5060".parse().unwrap(),
+            local: "192.0.2.10:5060".parse().unwrap(),
+            conn: None,
+        };
+        server_key(&req, &source).unwrap()
+    }
+
+    fn request(method: &str, via_params: &str) -> String {
+        format!(
+            "{method} sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20{via_params}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:w@example.com>;tag=f\r\nTo: <sip:p@example.com>\r\n\
+             Call-ID: c@x\r\nCSeq: 7 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// §9.2: a CANCEL names the INVITE it cancels by the same identity with
+    /// the method changed, for both §17.2.3 forms; an ACK matches the INVITE.
+    #[test]
+    fn cancel_and_ack_keys_name_the_invite() {
+        for via in [";branch=z9hG4bKabc", ""] {
+            let invite = key_of(&request("INVITE", via));
+            let cancel = key_of(&request("CANCEL", via));
+            assert_ne!(cancel, invite, "via {via:?}");
+            assert_eq!(cancel.with_method("INVITE"), invite, "via {via:?}");
+            assert_eq!(key_of(&request("ACK", via)), invite, "via {via:?}");
+            assert_ne!(key_of(&request("OPTIONS", via)), invite, "via {via:?}");
+        }
+        // Another branch or sent-by is another transaction.
+        let invite = key_of(&request("INVITE", ";branch=z9hG4bKabc"));
+        assert_ne!(key_of(&request("INVITE", ";branch=z9hG4bKabd")), invite);
+        assert_ne!(
+            key_of(&request("INVITE", ":5070;branch=z9hG4bKabc")),
+            invite
+        );
+    }
+
+    #[test]
+    fn tables_shrink_only_after_a_fourfold_drop() {
+        assert_eq!(shrunk_capacity(0, 4096), None, "small tables are kept");
+        assert_eq!(shrunk_capacity(2000, 8192), Some(4000));
+        assert_eq!(shrunk_capacity(2048, 8192), None);
     }
 }
