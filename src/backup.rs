@@ -17,7 +17,7 @@
 use crate::delivery::DeliveryRecord;
 use crate::gateway::records::GatewayDialog;
 use crate::presence::records::{
-    BindingRecord, PolicyRecord, PublicationRecord, SubscriptionRecord,
+    BindingRecord, PolicyRecord, PublicationRecord, PublisherRecord, SubscriptionRecord,
 };
 use crate::store::{Batch, Store, StoreError, Tree, codec};
 use serde::{Deserialize, Serialize};
@@ -94,6 +94,7 @@ fn to_json(tree: Tree, k: &[u8], v: &[u8]) -> Result<serde_json::Value, StoreErr
             .expect("records serialize as JSON")),
         Tree::Dialogs => j::<GatewayDialog>(tree, v),
         Tree::Policies => j::<PolicyRecord>(tree, v),
+        Tree::Publishers => j::<PublisherRecord>(tree, v),
         // The delivery queue is stored as JSON (its payload is free-form).
         Tree::Deliveries => serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
             tree: tree.name(),
@@ -124,6 +125,18 @@ fn from_json(tree: Tree, key: &[u8], v: serde_json::Value) -> Result<Vec<u8>, St
         }
         Tree::Dialogs => b::<GatewayDialog>(v),
         Tree::Policies => b::<PolicyRecord>(v),
+        Tree::Publishers => {
+            // The agent revokes a grant by deleting `rec.key()`: a grant
+            // filed under another key would come back at the next start.
+            let r: PublisherRecord = serde_json::from_value(v).map_err(|e| e.to_string())?;
+            if r.key().as_bytes() != key {
+                return Err(format!(
+                    "grant for {:?} by {:?} is not its key",
+                    r.presentity, r.publisher
+                ));
+            }
+            Ok(codec::encode(&r))
+        }
         Tree::Deliveries => {
             let r: DeliveryRecord = serde_json::from_value(v).map_err(|e| e.to_string())?;
             Ok(serde_json::to_vec(&r).expect("serializes"))
@@ -326,5 +339,63 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, BackupError::Line { line: 1, .. }), "{e}");
+    }
+
+    /// Publisher grants (issue 14) go through a dump and back unchanged, a
+    /// dump of an earlier version (no `publishers` lines) still imports,
+    /// and a grant filed under a key that is not its own is refused.
+    #[tokio::test]
+    async fn publisher_grants_round_trip() {
+        let grant = PublisherRecord {
+            presentity: "sip:bob@example.com".into(),
+            publisher: "sip:alice@example.com".into(),
+        };
+        let src = MemStore::default();
+        let mut b = Batch::default();
+        b.put(
+            Tree::Publishers,
+            grant.key().into_bytes(),
+            codec::encode(&grant),
+        );
+        src.commit(b).await.unwrap();
+        let mut dump = Vec::new();
+        assert_eq!(export(&src, 1, &mut dump).unwrap(), 1);
+        let text = String::from_utf8(dump.clone()).unwrap();
+        assert!(
+            text.contains(r#"{"tree":"publishers","key":"sip:bob@example.com\nsip:alice@example.com","record":{"presentity":"sip:bob@example.com","publisher":"sip:alice@example.com"}}"#),
+            "{text}"
+        );
+        let dst = MemStore::default();
+        assert_eq!(import(&dst, &mut dump.as_slice(), false).await.unwrap(), 1);
+        let stored = dst.scan(Tree::Publishers).unwrap();
+        assert_eq!(stored, src.scan(Tree::Publishers).unwrap());
+        assert_eq!(
+            codec::decode::<PublisherRecord>(Tree::Publishers, &stored[0].1).unwrap(),
+            grant
+        );
+
+        // An earlier version's dump has no grants: it loads, and holds none.
+        let old = concat!(
+            r#"{"format":"sip-cpim-gateway-export","version":1,"exported_at_ms":1}"#,
+            "\n",
+            r#"{"tree":"policies","key":"sip:bob@example.com\nsip:alice@example.com","record":{"action":"allow","presentity":"sip:bob@example.com","watcher":"sip:alice@example.com"}}"#,
+            "\n"
+        );
+        let dst = MemStore::default();
+        assert_eq!(import(&dst, &mut old.as_bytes(), false).await.unwrap(), 1);
+        assert!(dst.scan(Tree::Publishers).unwrap().is_empty());
+
+        // A grant under another key: refused, nothing written.
+        let misfiled = text.replace(
+            r#""key":"sip:bob@example.com\nsip:alice@example.com""#,
+            r#""key":"sip:bob@example.com\nsip:mallory@example.com""#,
+        );
+        assert_ne!(misfiled, text);
+        let empty = MemStore::default();
+        let e = import(&empty, &mut misfiled.as_bytes(), false)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, BackupError::Line { line: 2, .. }), "{e}");
+        assert_eq!(count(&empty).unwrap(), 0, "nothing applied");
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cpim;
 pub mod delivery;
 pub mod dialog;
+pub mod dialog_table;
 pub mod gateway;
 pub mod http;
 pub mod lint;

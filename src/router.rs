@@ -1,8 +1,15 @@
-//! Dispatch of incoming SIP requests that passed the core checks: to the
-//! presence agent (local presentities), the CPIM gateway, or an in-dialog
-//! handler.
+//! Dispatch of incoming SIP requests that passed the core checks.
+//!
+//! In-dialog requests (those with a To tag) go to the agent that owns their
+//! dialog, found in the [`DialogTable`] by Call-ID and tags, or get 481 at
+//! once (RFC 3261 §12.2.2); their Request-URI is our own Contact and names
+//! no presentity. Only out-of-dialog requests are routed by Request-URI: to
+//! the CPIM gateway for `cpim_domains` (seed §7.1), else to the presence
+//! agent. SUBSCRIBE, REGISTER and PUBLISH are authenticated first, whichever
+//! agent serves them.
 
 use crate::auth::{Authenticator, Verdict, challenge_response};
+use crate::dialog_table::{DialogOwner, DialogTable};
 use crate::gateway::Gateway;
 use crate::presence::PresenceAgent;
 use crate::sip::{Message, Method};
@@ -22,6 +29,14 @@ pub struct Router {
     /// Local listener addresses where requests are not challenged.
     pub trusted: Arc<[SocketAddr]>,
     pub local_domains: Arc<[String]>,
+    /// Who owns each dialog (kept by the agents).
+    pub dialogs: Arc<DialogTable>,
+}
+
+/// Answers `st` with `code` at once.
+fn answer_with(st: ServerTransaction, code: u16, reason: &str) {
+    let r = st.reply(code, reason);
+    answer(st, r);
 }
 
 /// Answers a transaction from a spawned task.
@@ -61,9 +76,11 @@ impl Router {
                 // realm; the realm names the local domain they belong to).
                 let identity = format!("sip:{user}@{}", auth.realm().to_ascii_lowercase());
                 // REGISTER only for the user's own AOR (RFC 3261 §10.3 step
-                // 3); PUBLISH and SUBSCRIBE go on with the identity, and the
-                // presence agent applies the presentity's policy to it (a
-                // user may publish for another AOR only where allowed).
+                // 3); PUBLISH and SUBSCRIBE go on with the identity: the
+                // watch policy applies to it as a watcher, and it may
+                // publish for another AOR only with a publisher grant
+                // (RFC 3903 §6 step 4); the gateway hands it to the CPIM
+                // side as the watcher.
                 let own_register = req.method() != Some(&Method::Register)
                     || req.to().is_some_and(|t| {
                         t.uri.user_unescaped().as_deref() == Some(user.as_str())
@@ -87,18 +104,52 @@ impl Router {
 
     pub fn dispatch(&self, st: ServerTransaction) {
         let source = st.source().clone();
-        match st.request().method() {
+        let req = st.request();
+        let method = req.method().cloned();
+        let to_tag = req.to().and_then(|t| t.tag());
+        match method {
+            Some(Method::Subscribe | Method::Notify) if to_tag.is_some() => {
+                let owner = self.dialogs.owner(
+                    req.call_id().unwrap_or(""),
+                    to_tag.unwrap_or(""),
+                    req.from().and_then(|f| f.tag()).unwrap_or(""),
+                );
+                let Some(owner) = owner else {
+                    return answer_with(st, 481, "Subscription Does Not Exist");
+                };
+                // A refresh is authenticated like the initial SUBSCRIBE; a
+                // NOTIFY comes from the notifier we subscribed to, which has
+                // no credentials of ours.
+                let st = if method == Some(Method::Subscribe) {
+                    match self.authenticate(st, &source) {
+                        Some(st) => st,
+                        None => return,
+                    }
+                } else {
+                    st
+                };
+                match owner {
+                    DialogOwner::Gateway => self.gateway.handle_sip(st),
+                    DialogOwner::Presence => self.presence.handle(st),
+                }
+            }
+            // RFC 6665 §4.1.3: a NOTIFY always belongs to a dialog (or to
+            // a SUBSCRIBE we sent); without a To tag it matches none.
+            Some(Method::Notify) => answer_with(st, 481, "Subscription Does Not Exist"),
             Some(Method::Subscribe) => {
                 // A SUBSCRIBE to a CPIM-domain presentity is gatewayed (seed
-                // §7.1), in-dialog ones included.
-                let to_cpim = st
-                    .request()
+                // §7.1), after the same authentication as a local one: the
+                // CPIM side authorizes by the watcher's identity.
+                let to_cpim = req
                     .request_uri()
                     .and_then(|u| u.host.as_ref())
                     .is_some_and(|h| self.gateway.is_cpim_domain(&h.canonical()));
+                let Some(st) = self.authenticate(st, &source) else {
+                    return;
+                };
                 if to_cpim {
                     self.gateway.handle_sip(st)
-                } else if let Some(st) = self.authenticate(st, &source) {
+                } else {
                     self.presence.handle(st)
                 }
             }
@@ -107,14 +158,7 @@ impl Router {
                     self.presence.handle(st)
                 }
             }
-            // NOTIFYs arrive in dialogs the gateway opened (seed §7.2).
-            Some(Method::Notify) => self.gateway.handle_sip(st),
-            _ => {
-                tokio::spawn(async move {
-                    let r = st.reply(405, "Method Not Allowed");
-                    let _ = st.respond(r).await;
-                });
-            }
+            _ => answer_with(st, 405, "Method Not Allowed"),
         }
     }
 

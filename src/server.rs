@@ -159,12 +159,14 @@ impl Server {
             },
         )?;
         let contact = settings.contact.clone();
+        let dialogs = crate::dialog_table::DialogTable::new();
         let presence = PresenceAgent::start(
             settings,
             dyn_store.clone(),
             transactions.clone(),
             resolver.clone(),
             adapter.clone(),
+            dialogs.clone(),
         )?;
         let header_scheme = if cfg.cpim.sip_header_scheme == "pres" {
             crate::sip::Scheme::Pres
@@ -186,6 +188,7 @@ impl Server {
             resolver.clone(),
             adapter.clone(),
             presence.clone(),
+            dialogs.clone(),
         )?;
         let listener = tokio::net::TcpListener::bind(&cfg.cpim.listen).await?;
         let http = listener.local_addr()?;
@@ -246,6 +249,7 @@ impl Server {
             auth,
             trusted: trusted.into(),
             local_domains: cfg.sip.local_domains.clone().into(),
+            dialogs,
         };
         tokio::spawn(router.serve(app_rx));
         // Receive only once everything above is ready.

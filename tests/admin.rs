@@ -168,3 +168,121 @@ async fn views_show_what_the_agent_holds() {
         assert!(api["paths"][path].is_object(), "{path} in openapi.json");
     }
 }
+
+async fn send(
+    s: &Server,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut r = reqwest::Client::new().request(method, format!("http://{}{path}", s.http));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    let resp = r.send().await.unwrap();
+    let code = resp.status().as_u16();
+    (code, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The publisher grants (issue 14): bearer-protected, URIs percent-encoded
+/// and normalised to AORs, PUT idempotent, DELETE of an absent grant 404,
+/// bad URIs 400 with the JSON error body, described in `/openapi.json`.
+#[tokio::test]
+async fn publisher_grant_routes() {
+    use reqwest::Method;
+    let dir = TempDir::new("admin-pub");
+    let s = start(&dir).await;
+    let carol = enc("pres:carol@example.com");
+    let list = format!("/admin/v1/publishers/{carol}");
+    let dave = format!("{list}/{}", enc("sip:dave@example.com:5070;transport=tcp"));
+
+    for (m, path) in [
+        (Method::GET, &list),
+        (Method::PUT, &dave),
+        (Method::DELETE, &dave),
+    ] {
+        let (code, body) = send(&s, m.clone(), path, None).await;
+        assert_eq!(code, 401, "{m} {path}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+
+    let (code, body) = get(&s, &list, Some(TOKEN)).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        body,
+        serde_json::json!({"presentity": "sip:carol@example.com", "publishers": []})
+    );
+
+    // Granted, as an AOR (no port, no parameters); again: the same answer.
+    for _ in 0..2 {
+        let (code, body) = send(&s, Method::PUT, &dave, Some(TOKEN)).await;
+        assert_eq!(code, 200);
+        assert_eq!(
+            body,
+            serde_json::json!({"presentity": "sip:carol@example.com", "publisher": "sip:dave@example.com"})
+        );
+    }
+    let (_, body) = get(&s, &list, Some(TOKEN)).await;
+    assert_eq!(
+        body["publishers"],
+        serde_json::json!(["sip:dave@example.com"])
+    );
+
+    // Malformed URIs: 400 and the JSON error; a foreign presentity: 404.
+    for path in [
+        format!("/admin/v1/publishers/{carol}/{}", enc("not a uri")),
+        format!(
+            "/admin/v1/publishers/{carol}/{}",
+            enc("http://dave.example.com/")
+        ),
+        format!(
+            "/admin/v1/publishers/{}/{}",
+            enc("carol@"),
+            enc("sip:dave@example.com")
+        ),
+    ] {
+        let (code, body) = send(&s, Method::PUT, &path, Some(TOKEN)).await;
+        assert_eq!(code, 400, "{path}");
+        assert_eq!(body["error"]["code"], "invalid_uri", "{path}");
+        assert!(body["error"]["message"].is_string());
+    }
+    let (code, body) = send(
+        &s,
+        Method::PUT,
+        &format!(
+            "/admin/v1/publishers/{}/{}",
+            enc("sip:x@elsewhere.org"),
+            enc("sip:dave@example.com")
+        ),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert_eq!(body["error"]["code"], "not_local");
+    let (_, body) = get(&s, &list, Some(TOKEN)).await;
+    assert_eq!(
+        body["publishers"],
+        serde_json::json!(["sip:dave@example.com"]),
+        "refused requests changed nothing"
+    );
+
+    // Revoked once; an absent grant is 404.
+    let erin = format!("{list}/{}", enc("sip:erin@example.com"));
+    let (code, body) = send(&s, Method::DELETE, &erin, Some(TOKEN)).await;
+    assert_eq!(code, 404);
+    assert_eq!(body["error"]["code"], "no_grant");
+    let (code, _) = send(&s, Method::DELETE, &dave, Some(TOKEN)).await;
+    assert_eq!(code, 204);
+    let (code, body) = send(&s, Method::DELETE, &dave, Some(TOKEN)).await;
+    assert_eq!(code, 404);
+    assert_eq!(body["error"]["code"], "no_grant");
+    let (_, body) = get(&s, &list, Some(TOKEN)).await;
+    assert_eq!(body["publishers"], serde_json::json!([]));
+
+    let (_, api) = get(&s, "/openapi.json", None).await;
+    let grant = &api["paths"]["/admin/v1/publishers/{presentity}/{publisher}"];
+    assert!(api["paths"]["/admin/v1/publishers/{presentity}"]["get"].is_object());
+    assert!(grant["put"].is_object() && grant["delete"].is_object());
+    assert!(api["components"]["schemas"]["PublisherList"].is_object());
+}

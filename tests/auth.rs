@@ -12,6 +12,10 @@ use std::time::Duration;
 use support::{TempDir, Ua, pidf};
 
 async fn start(dir: &TempDir) -> Server {
+    start_with(dir, |_| {}).await
+}
+
+async fn start_with(dir: &TempDir, tune: impl FnOnce(&mut Config)) -> Server {
     let md5 = digest::ha1(Algorithm::Md5, "alice", "example.com", "wonderland");
     let sha = digest::ha1(Algorithm::Sha256, "alice", "example.com", "wonderland");
     let creds = dir.0.join("users");
@@ -27,6 +31,7 @@ async fn start(dir: &TempDir) -> Server {
     cfg.auth.enabled = true;
     cfg.auth.credentials_file = creds.display().to_string();
     cfg.auth.nonce_ttl_s = 1;
+    tune(&mut cfg);
     Server::start(&cfg).await.unwrap()
 }
 
@@ -210,15 +215,17 @@ async fn wrong_password_stale_nonce_replay_date_and_foreign_aor() {
     );
 }
 
-/// An authenticated user publishes for another AOR only where that
-/// presentity's policy allows it (issue 5 §4); the identity that counts is
-/// the authenticated one, whatever From claims.
+/// An authenticated user publishes for another AOR only with an explicit
+/// publisher grant for that presentity (issue 14, RFC 3903 §6 step 4): not
+/// by the default policy `allow`, not by an `allow` watcher rule (seeing is
+/// not speaking for). The identity that counts is the authenticated one,
+/// whatever From claims.
 #[tokio::test]
-async fn third_party_publish_follows_the_presentitys_policy() {
+async fn third_party_publish_needs_a_publisher_grant_not_a_watch_policy() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = TempDir::new("auth3");
-    let s = start(&dir).await;
+    let s = start_with(&dir, |cfg| cfg.presence.default_policy = "allow".into()).await;
     let ua = Ua::new(s.local_addr(Proto::Udp).unwrap()).await;
-    let mut n = Vec::new();
     let doc = pidf(
         "pres:bob@example.com",
         "alice-t",
@@ -232,59 +239,64 @@ async fn third_party_publish_follows_the_presentitys_policy() {
             "PUBLISH sip:bob@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=p\r\nTo: <sip:bob@example.com>\r\nCall-ID: {call}\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\nContent-Type: application/pidf+xml\r\n{auth}\r\n{doc}"
         )
     };
-    let r = ua.request(&publish("tp-0", ""), &mut n).await;
-    assert_eq!(r.status(), Some(401));
-    let nonce = nonce_of(&r, Algorithm::Sha256);
-    let auth = |nc: &str| {
-        authorization(
+    // Each attempt: challenged, then answered with a fresh nonce (the
+    // nonces of this server live 1 s).
+    let attempt = async |call: &str| -> Message {
+        let mut n = Vec::new();
+        let r = ua.request(&publish(&format!("{call}-c"), ""), &mut n).await;
+        assert_eq!(r.status(), Some(401));
+        let nonce = nonce_of(&r, Algorithm::Sha256);
+        let auth = authorization(
             Algorithm::Sha256,
             &nonce,
-            nc,
+            "00000001",
             "wonderland",
             "PUBLISH",
             "sip:bob@example.com",
-        )
+        );
+        ua.request(&publish(call, &auth), &mut n).await
     };
-    let r = ua
-        .request(&publish("tp-1", &auth("00000001")), &mut n)
-        .await;
-    assert_eq!(
-        r.status(),
-        Some(403),
-        "no rule: the default (confirm) is not a permission"
+    let composed = async || {
+        let doc = s.presence.fetch("sip:bob@example.com").await.unwrap().1;
+        String::from_utf8_lossy(&doc).contains("alice-t")
+    };
+    let refused = |r: &Message, why: &str| {
+        assert_eq!(r.status(), Some(403), "{why}");
+        assert_eq!(r.sip_etag().unwrap(), None, "{why}: no SIP-ETag");
+    };
+
+    refused(
+        &attempt("tp-1").await,
+        "default policy allow is no permission to publish",
     );
-    use sip_cpim_gateway::presence::records::PolicyAction;
-    assert!(
-        s.presence
-            .set_policy(
-                "sip:bob@example.com",
-                "sip:alice@example.com",
-                Some(PolicyAction::Allow)
-            )
-            .await
+    assert!(!composed().await);
+
+    let http = reqwest::Client::new();
+    let base = format!("http://{}/admin/v1", s.http);
+    let put = http
+        .put(format!(
+            "{base}/policies/sip:bob@example.com/sip:alice@example.com"
+        ))
+        .json(&serde_json::json!({"action": "allow"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    refused(
+        &attempt("tp-2").await,
+        "an explicit allow watcher rule is no permission to publish",
     );
-    let r = ua
-        .request(&publish("tp-2", &auth("00000002")), &mut n)
-        .await;
-    assert_eq!(r.status(), Some(200), "bob allows alice");
+    assert!(!composed().await, "a refused PUBLISH changes nothing");
+
+    let grant = format!("{base}/publishers/pres%3Abob%40example.com/sip%3Aalice%40example.com");
+    let put = http.put(&grant).send().await.unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let r = attempt("tp-3").await;
+    assert_eq!(r.status(), Some(200), "bob granted alice");
     assert!(r.sip_etag().unwrap().is_some());
-    let doc = s.presence.fetch("sip:bob@example.com").await.unwrap().1;
-    assert!(String::from_utf8_lossy(&doc).contains("alice-t"));
-    assert!(
-        s.presence
-            .set_policy(
-                "sip:bob@example.com",
-                "sip:alice@example.com",
-                Some(PolicyAction::PoliteBlock)
-            )
-            .await
-    );
-    let r = ua
-        .request(&publish("tp-3", &auth("00000003")), &mut n)
-        .await;
-    assert_eq!(
-        r.status(),
-        Some(403),
-        "polite-block is no permission to publish"
-    );
+    assert!(composed().await, "alice's tuple is in bob's document");
+
+    let del = http.delete(&grant).send().await.unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    refused(&attempt("tp-4").await, "the grant is revoked");
 }

@@ -26,6 +26,10 @@ struct Env {
 }
 
 async fn env(token: &str) -> Env {
+    env_with(token, |_, _| {}).await
+}
+
+async fn env_with(token: &str, tune: impl FnOnce(&mut Config, &TempDir)) -> Env {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = TempDir::new("gw");
     let adapter = TestAdapter::start().await;
@@ -50,6 +54,7 @@ async fn env(token: &str) -> Env {
     cfg.presence.default_policy = "allow".into();
     cfg.presence.notify_min_interval_ms = 0;
     cfg.store.path = dir.0.join("store").display().to_string();
+    tune(&mut cfg, &dir);
     let server = Server::start(&cfg).await.unwrap();
     let ua = Ua {
         sock,
@@ -321,12 +326,18 @@ async fn cpim_unsubscribe_known_and_unknown() {
 }
 
 fn watcher_subscribe(cseq: u32, expires: u32, to_tag: Option<&str>) -> String {
+    watcher_subscribe_to("sip:carol@xmpp.example.org", cseq, expires, to_tag)
+}
+
+/// A SUBSCRIBE of bob's with `ruri` as its Request-URI: inside the dialog a
+/// UA sends to the remote target, i.e. the last Contact it was given.
+fn watcher_subscribe_to(ruri: &str, cseq: u32, expires: u32, to_tag: Option<&str>) -> String {
     let to = match to_tag {
         Some(t) => format!("<sip:carol@xmpp.example.org>;tag={t}"),
         None => "<sip:carol@xmpp.example.org>".into(),
     };
     format!(
-        "SUBSCRIBE sip:carol@xmpp.example.org SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@sip.example.net>;tag=wb\r\nTo: {to}\r\nCall-ID: s2c-1\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:bob@{{me}}>\r\nEvent: presence\r\nExpires: {expires}\r\n\r\n"
+        "SUBSCRIBE {ruri} SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:bob@sip.example.net>;tag=wb\r\nTo: {to}\r\nCall-ID: s2c-1\r\nCSeq: {cseq} SUBSCRIBE\r\nContact: <sip:bob@{{me}}>\r\nEvent: presence\r\nExpires: {expires}\r\n\r\n"
     )
 }
 
@@ -337,7 +348,8 @@ async fn sip_watcher_of_a_cpim_presentity() {
     let r =
         e.ua.request(&watcher_subscribe(1, 600, None), &mut notifies)
             .await;
-    // §7.1: 202, To-tag = transID, Contact = target, Expires = adapter duration.
+    // §7.1: 202, To-tag = transID, Expires = adapter duration; Contact =
+    // the gateway, where the watcher's in-dialog requests must come.
     assert_eq!(r.status(), Some(202));
     let tid = r.to().unwrap().tag().unwrap().to_owned();
     let calls = e.adapter.calls("subscribe");
@@ -351,7 +363,11 @@ async fn sip_watcher_of_a_cpim_presentity() {
     let sip_cpim_gateway::sip::Contacts::List(c) = c else {
         panic!()
     };
-    assert_eq!(c[0].uri.to_string(), "sip:carol@xmpp.example.org");
+    let gateway_contact = c[0].uri.to_string();
+    assert_eq!(
+        gateway_contact,
+        format!("sip:{}", e.server.local_addr(Proto::Udp).unwrap())
+    );
     assert_eq!(r.expires().unwrap(), Some(300));
     // The immediate NOTIFY: active, no body yet.
     let first = match notifies.pop() {
@@ -364,6 +380,11 @@ async fn sip_watcher_of_a_cpim_presentity() {
         SubState::Active
     );
     assert!(first.body().is_empty());
+    // The NOTIFY's Contact is the same remote target as the 202's.
+    let sip_cpim_gateway::sip::Contacts::List(nc) = first.contacts().unwrap() else {
+        panic!()
+    };
+    assert_eq!(nc[0].uri.to_string(), gateway_contact);
 
     // The adapter's notify → NOTIFY in the dialog with the body as sent.
     let body = pidf(
@@ -398,11 +419,49 @@ async fn sip_watcher_of_a_cpim_presentity() {
     let (_, v) = e.post("/cpim/v1/notify", json!({"watcher": "pres:zed@sip.example.net", "target": "pres:carol@xmpp.example.org", "presence": {"tuples": [{"id": "x", "basic": "open"}]}})).await;
     assert_eq!(v["status"], "failure");
 
+    // A refresh to the remote target (RFC 3261 §12.2.1.1; the NOTIFY's
+    // Contact updated it, RFC 6665 §4.1.2.1): routed by dialog, not by the
+    // Request-URI's domain, so the gateway answers it and asks the adapter.
+    let mut notifies = Vec::new();
+    let r =
+        e.ua.request(
+            &watcher_subscribe_to(&gateway_contact, 2, 600, Some(&tid)),
+            &mut notifies,
+        )
+        .await;
+    assert_eq!(r.status(), Some(202), "{r:?}");
+    assert_eq!(r.to().unwrap().tag(), Some(tid.as_str()));
+    let again = e.adapter.wait_calls("subscribe", 2, W).await;
+    assert_eq!(again[1]["transID"], tid.as_str());
+    assert_eq!(again[1]["watcher"], "pres:bob@sip.example.net");
+    let refreshed = match notifies.pop() {
+        Some(m) => m,
+        None => e.ua.notify(W, 200).await.unwrap(),
+    };
+    assert!(refreshed.cseq().unwrap().seq > n.cseq().unwrap().seq);
+    // The refresh carried the last state known (design §5).
+    assert_eq!(
+        String::from_utf8_lossy(refreshed.body()),
+        String::from_utf8_lossy(n.body())
+    );
+    // A request naming no dialog is 481 whatever its Request-URI.
+    let mut none = Vec::new();
+    let r =
+        e.ua.request(
+            &watcher_subscribe_to(&gateway_contact, 3, 600, Some("nosuchtag")),
+            &mut none,
+        )
+        .await;
+    assert_eq!(r.status(), Some(481));
+
     // Expires 0 → CPIM unsubscribe with transID = the To-tag, final NOTIFY.
     let mut notifies = Vec::new();
     let r =
-        e.ua.request(&watcher_subscribe(2, 0, Some(&tid)), &mut notifies)
-            .await;
+        e.ua.request(
+            &watcher_subscribe_to(&gateway_contact, 4, 0, Some(&tid)),
+            &mut notifies,
+        )
+        .await;
     assert_eq!(r.status(), Some(200));
     let un = e.adapter.wait_calls("unsubscribe", 1, W).await;
     assert_eq!(un[0]["transID"], tid.as_str());
@@ -699,4 +758,87 @@ async fn message_cpim_bodies_travel_unchanged_both_ways() {
         "message/cpim"
     );
     assert_eq!(String::from_utf8_lossy(got.body()), body);
+}
+
+/// `Authorization` for alice (password `wonderland`, realm example.com)
+/// answering the MD5 challenge of `challenge`.
+fn alice_authorization(challenge: &Message, method: &str, uri: &str, nc: &str) -> String {
+    use sip_cpim_gateway::auth::digest::{self, Algorithm};
+    let ch = challenge.www_authenticate().unwrap();
+    let c = ch
+        .iter()
+        .find(|c| c.param("algorithm").as_deref() == Some("MD5"))
+        .expect("an MD5 challenge");
+    let nonce = c.param("nonce").unwrap();
+    let ha1 = digest::ha1(Algorithm::Md5, "alice", "example.com", "wonderland");
+    let r = digest::response(
+        Algorithm::Md5,
+        &ha1,
+        &nonce,
+        Some((nc, "c0ffee", "auth")),
+        method,
+        uri,
+    );
+    format!(
+        "Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"c0ffee\"\r\n"
+    )
+}
+
+/// With digest authentication on, a SUBSCRIBE to a CPIM-domain presentity
+/// is challenged like a local one (RFC 3261 §22), and the watcher the
+/// adapter sees is the authenticated identity, not the From header's claim:
+/// the CPIM side authorizes by it. Refreshes in the dialog are challenged
+/// too, and only the dialog's own watcher may refresh it.
+#[tokio::test]
+async fn sip_watchers_of_cpim_presentities_are_authenticated() {
+    let e = env_with("", |cfg, dir| {
+        use sip_cpim_gateway::auth::digest::{self, Algorithm};
+        let creds = dir.0.join("users");
+        let md5 = digest::ha1(Algorithm::Md5, "alice", "example.com", "wonderland");
+        std::fs::write(&creds, format!("alice:example.com:{md5}\n")).unwrap();
+        cfg.auth.enabled = true;
+        cfg.auth.realm = "example.com".into();
+        cfg.auth.credentials_file = creds.display().to_string();
+    })
+    .await;
+    let ruri = "sip:carol@xmpp.example.org";
+    // No credentials, From claiming bob: challenged, the adapter never asked.
+    let mut notifies = Vec::new();
+    let r =
+        e.ua.request(&watcher_subscribe(1, 600, None), &mut notifies)
+            .await;
+    assert_eq!(r.status(), Some(401));
+    assert!(e.adapter.calls("subscribe").is_empty());
+    // Alice's credentials: accepted, and the adapter is asked for alice.
+    let auth = alice_authorization(&r, "SUBSCRIBE", ruri, "00000001");
+    let text = watcher_subscribe(2, 600, None)
+        .replace("Event: presence\r\n", &format!("Event: presence\r\n{auth}"));
+    let r = e.ua.request(&text, &mut notifies).await;
+    assert_eq!(r.status(), Some(202), "{r:?}");
+    let calls = e.adapter.calls("subscribe");
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0]["watcher"], "pres:alice@example.com");
+    let tid = r.to().unwrap().tag().unwrap().to_owned();
+    let sip_cpim_gateway::sip::Contacts::List(c) = r.contacts().unwrap() else {
+        panic!()
+    };
+    let gateway_contact = c[0].uri.to_string();
+    if notifies.is_empty() {
+        e.ua.notify(W, 200).await.unwrap();
+    }
+    // A refresh without credentials is challenged, with them accepted.
+    let mut notifies = Vec::new();
+    let refresh = |cseq, extra: &str| {
+        watcher_subscribe_to(&gateway_contact, cseq, 600, Some(&tid)).replace(
+            "Event: presence\r\n",
+            &format!("Event: presence\r\n{extra}"),
+        )
+    };
+    let r = e.ua.request(&refresh(3, ""), &mut notifies).await;
+    assert_eq!(r.status(), Some(401));
+    let auth = alice_authorization(&r, "SUBSCRIBE", &gateway_contact, "00000001");
+    let r = e.ua.request(&refresh(4, &auth), &mut notifies).await;
+    assert_eq!(r.status(), Some(202), "{r:?}");
+    let calls = e.adapter.wait_calls("subscribe", 2, W).await;
+    assert_eq!(calls[1]["watcher"], "pres:alice@example.com");
 }

@@ -88,7 +88,9 @@ async fn outcomes_and_transitions() {
         Some(200)
     );
 
-    // block → 403 (OMA 2.4 applies the same rule to a third party's PUBLISH).
+    // block → 403 (OMA 2.4). Mallory's PUBLISH for alice is 403 too, but
+    // for want of a publisher grant: a watch rule never decides a PUBLISH
+    // (issue 14; `third_party_publish_needs_a_grant` below).
     assert_eq!(put(&s, "mallory", "block").await, 200);
     let mallory = Ua::new(gw).await;
     assert_eq!(
@@ -195,4 +197,64 @@ async fn outcomes_and_transitions() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
+}
+
+async fn admin(s: &Server, method: reqwest::Method, path: &str, body: Option<Value>) -> u16 {
+    let mut r = reqwest::Client::new()
+        .request(method, format!("http://{}{path}", s.http))
+        .bearer_auth("admin-token");
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    r.send().await.unwrap().status().as_u16()
+}
+
+/// Without digest auth the publisher is the From AOR (issue 14, RFC 3903
+/// §6 step 4): an `allow` watch rule lets mallory see alice, not publish
+/// for her; a publisher grant does, until it is revoked.
+#[tokio::test]
+async fn third_party_publish_needs_a_grant() {
+    use reqwest::Method;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = TempDir::new("policy-pub");
+    let s = start(&dir).await;
+    let mallory = Ua::new(s.local_addr(Proto::Udp).unwrap()).await;
+    let mut n = Vec::new();
+    let doc = pidf(
+        "pres:alice@example.com",
+        "m1",
+        "open",
+        "mallory was here",
+        "2026-11-22T10:00:00Z",
+    );
+    let third_party = |call: &str| {
+        publish(&doc).replace(
+            "From: <sip:alice@example.com>;tag=p\r\nTo: <sip:alice@example.com>\r\nCall-ID: pub",
+            &format!(
+                "From: <sip:mallory@example.com>;tag=m\r\nTo: <sip:alice@example.com>\r\nCall-ID: {call}"
+            ),
+        )
+    };
+    let composed = async || {
+        let doc = s.presence.fetch("sip:alice@example.com").await.unwrap().1;
+        String::from_utf8_lossy(&doc).contains("mallory was here")
+    };
+
+    assert_eq!(put(&s, "mallory", "allow").await, 200);
+    let r = mallory.request(&third_party("tp1"), &mut n).await;
+    assert_eq!(r.status(), Some(403), "an allow rule is no grant");
+    assert_eq!(r.sip_etag().unwrap(), None);
+    assert!(!composed().await);
+
+    let grant = "/admin/v1/publishers/sip:alice@example.com/sip:mallory@example.com";
+    assert_eq!(admin(&s, Method::PUT, grant, None).await, 200);
+    let r = mallory.request(&third_party("tp2"), &mut n).await;
+    assert_eq!(r.status(), Some(200), "granted");
+    assert!(r.sip_etag().unwrap().is_some());
+    assert!(composed().await);
+
+    assert_eq!(admin(&s, Method::DELETE, grant, None).await, 204);
+    let r = mallory.request(&third_party("tp3"), &mut n).await;
+    assert_eq!(r.status(), Some(403), "revoked");
+    assert_eq!(r.sip_etag().unwrap(), None);
 }

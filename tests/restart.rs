@@ -14,6 +14,7 @@ use support::{TempDir, Ua, pidf};
 struct Gateway {
     child: Child,
     udp: SocketAddr,
+    http: SocketAddr,
 }
 
 fn spawn(dir: &TempDir) -> Gateway {
@@ -35,15 +36,22 @@ fn spawn(dir: &TempDir) -> Gateway {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let udp = loop {
+    let (mut udp, mut http) = (None, None);
+    while udp.is_none() || http.is_none() {
         let line = lines.next().expect("gateway prints its listeners").unwrap();
         if let Some(a) = line.strip_prefix("SIP listening: udp:") {
-            break a.parse().unwrap();
+            udp = Some(a.parse().unwrap());
+        } else if let Some(a) = line.strip_prefix("CPIM HTTP listening: ") {
+            http = Some(a.parse().unwrap());
         }
-    };
+    }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Gateway { child, udp }
+    Gateway {
+        child,
+        udp: udp.unwrap(),
+        http: http.unwrap(),
+    }
 }
 
 fn kill9(g: &mut Gateway) {
@@ -139,5 +147,60 @@ async fn state_survives_sigkill_and_expiry_during_downtime_notifies() {
     let next = watcher.notify(Duration::from_secs(5), 200).await.unwrap();
     assert!(next.cseq().unwrap().seq > after.cseq().unwrap().seq);
     assert!(String::from_utf8_lossy(next.body()).contains("\"new\""));
+    kill9(&mut g);
+}
+
+/// Publisher grants (issue 14) are durable: granted before a SIGKILL, a
+/// third party's PUBLISH is accepted after the restart; revoked before
+/// one, it is refused after it.
+#[tokio::test]
+async fn publisher_grants_survive_sigkill() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = TempDir::new("restart-grant");
+    let grant = "/admin/v1/publishers/sip:alice@example.com/sip:mallory@example.com";
+    let admin = async |g: &Gateway, method: reqwest::Method| -> u16 {
+        reqwest::Client::new()
+            .request(method, format!("http://{}{grant}", g.http))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let mallory = |id: &str| {
+        publish(3600, id, "2026-11-22T10:00:00Z")
+            .replace("From: <sip:alice@", "From: <sip:mallory@")
+    };
+    let mut n = Vec::new();
+
+    let mut g = spawn(&dir);
+    let ua = Ua::new(g.udp).await;
+    assert_eq!(ua.request(&mallory("m0"), &mut n).await.status(), Some(403));
+    assert_eq!(admin(&g, reqwest::Method::PUT).await, 200);
+    kill9(&mut g);
+
+    let mut g = spawn(&dir);
+    let ua = Ua {
+        server: g.udp,
+        ..ua
+    };
+    assert_eq!(
+        ua.request(&mallory("m1"), &mut n).await.status(),
+        Some(200),
+        "the grant was reloaded"
+    );
+    assert_eq!(admin(&g, reqwest::Method::DELETE).await, 204);
+    kill9(&mut g);
+
+    let mut g = spawn(&dir);
+    let ua = Ua {
+        server: g.udp,
+        ..ua
+    };
+    assert_eq!(
+        ua.request(&mallory("m2"), &mut n).await.status(),
+        Some(403),
+        "the revocation was durable"
+    );
     kill9(&mut g);
 }

@@ -193,3 +193,40 @@ async fn answers_carry_the_headers_the_rfc_requires() {
     let scheme = ask("unkscm", 6).await;
     assert!(scheme.starts_with("SIP/2.0 416 "), "{scheme}");
 }
+
+/// RFC 3581 §4: a request that came over UDP with `rport` in its top Via is
+/// answered over UDP to its source address and port, whatever the Via's
+/// sent-protocol and sent-by say — including the early answers the UAS core
+/// gives before any transaction exists (416 for `novelsc`, whose Via says
+/// TCP and names a host that does not resolve here).
+#[tokio::test]
+async fn rport_answers_go_back_to_the_source_even_for_early_rejections() {
+    let dir = support::TempDir::new("4475");
+    let server = start(&dir).await;
+    let gw = server.local_addr(Proto::Udp).unwrap();
+    for (name, code) in [("novelsc", 416u16), ("unkscm", 416), ("bext01", 420)] {
+        let text = String::from_utf8(load(name)).unwrap();
+        let with_rport = text.replacen(";branch=", ";rport;branch=", 1);
+        assert_ne!(text, with_rport, "{name} has a branch parameter");
+        // An ephemeral source port, not the Via's sent-by port.
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let me = sock.local_addr().unwrap();
+        sock.send_to(with_rport.as_bytes(), gw).await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (k, _) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{name} with rport: no answer at the source"))
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..k]).into_owned();
+        assert!(
+            answer.starts_with(&format!("SIP/2.0 {code} ")),
+            "{name}: {answer}"
+        );
+        // The top Via records where it came from (RFC 3581 §4).
+        assert!(
+            answer.contains(&format!(";rport={};", me.port()))
+                && answer.contains(&format!("received={}", me.ip())),
+            "{name}: {answer}"
+        );
+    }
+}

@@ -131,6 +131,7 @@ async fn ten_changes_in_one_second_give_one_immediate_then_one_coalesced_notify(
         layer.clone(),
         Arc::new(Resolver::new(&[]).unwrap()),
         adapter,
+        sip_cpim_gateway::dialog_table::DialogTable::new(),
     )
     .unwrap();
     tokio::spawn(async move {

@@ -14,6 +14,7 @@
 //! is acknowledged (SIP 2xx or CPIM success).
 
 mod admin;
+mod held;
 pub mod records;
 
 pub use admin::DialogCounts;
@@ -23,11 +24,13 @@ use crate::cpim::{
 };
 use crate::delivery::{Adapter, Staged};
 use crate::dialog::{Dialog, dialog_id};
+use crate::dialog_table::DialogTable;
 use crate::presence::{PresenceAgent, aor_key, now_ms};
 use crate::sip::{HeaderName, Message, Method, Scheme, SubState, SubscriptionState, Uri};
 use crate::store::{Batch, Store, StoreError, Tree, codec};
 use crate::transaction::{ServerTransaction, TransactionLayer, random_token};
 use crate::transport::Resolver;
+use held::{Held, Outstanding};
 use records::{Direction, GatewayDialog};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -128,6 +131,7 @@ impl Gateway {
         resolver: Arc<Resolver>,
         adapter: Adapter,
         presence: PresenceAgent,
+        table: Arc<DialogTable>,
     ) -> Result<Gateway, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let settings = Arc::new(settings);
@@ -138,9 +142,9 @@ impl Gateway {
             resolver,
             adapter,
             presence,
-            dialogs: HashMap::new(),
+            dialogs: Held::new(table.clone()),
             by_pair: HashMap::new(),
-            pending: HashMap::new(),
+            pending: Outstanding::new(table),
             closing: HashMap::new(),
             timers: BinaryHeap::new(),
             me: tx.clone(),
@@ -194,6 +198,9 @@ enum Timer {
     Refresh(String),
     /// SIP → CPIM: the SIP watcher did not refresh.
     Expire(String),
+    /// CPIM → SIP: the final NOTIFY of a dialog we unsubscribed from is no
+    /// longer expected.
+    Closed(String),
 }
 
 struct Actor {
@@ -203,10 +210,10 @@ struct Actor {
     resolver: Arc<Resolver>,
     adapter: Adapter,
     presence: PresenceAgent,
-    dialogs: HashMap<String, Entry>,
+    dialogs: Held,
     /// CPIM → SIP dialogs by (watcher, target) as the adapter sent them.
     by_pair: HashMap<(String, String), String>,
-    pending: HashMap<PendingKey, Pending>,
+    pending: Outstanding,
     /// Dialogs we unsubscribed from, until when their final NOTIFY is still
     /// answered 200 (RFC 6665 §4.1.2.3: the subscription ends with it).
     closing: HashMap<String, i64>,
@@ -244,6 +251,19 @@ fn trans_id_of(m: &Message) -> String {
         m.from().and_then(|f| f.tag()).unwrap_or(""),
         &m.request_uri().map(ToString::to_string).unwrap_or_default(),
     )
+}
+
+/// The CPIM watcher of a SIP watcher's SUBSCRIBE (seed §7.1): the
+/// authenticated identity when digest authentication is on (the CPIM side
+/// authorizes by it, so a From header claiming someone else must not count),
+/// else the From URI; as a `pres:` URI either way.
+fn watcher_of(st: &ServerTransaction) -> String {
+    let uri = match st.identity() {
+        Some(id) => Uri::parse_str(id).ok(),
+        None => st.request().from().map(|f| f.uri.clone()),
+    };
+    uri.map(|u| u.with_scheme(Scheme::Pres).to_string())
+        .unwrap_or_default()
 }
 
 /// The presence object of a SIP body: carried unchanged, tuples parsed.
@@ -383,6 +403,12 @@ impl Actor {
             match t {
                 Timer::Refresh(id) => self.refresh_due(&id, at),
                 Timer::Expire(id) => self.expire_due(&id, at),
+                Timer::Closed(id) => {
+                    if self.closing.get(&id).is_some_and(|until| *until <= at) {
+                        self.closing.remove(&id);
+                        self.dialogs.forget_route(&id);
+                    }
+                }
             }
         }
     }
@@ -580,9 +606,11 @@ impl Actor {
                 self.remove_c2s(id, &mut batch);
                 // The notifier's final NOTIFY still comes: answer it 200
                 // for 64·T1 (RFC 6665 §4.1.2.3), without passing it on.
-                let now = now_ms();
-                self.closing.retain(|_, until| *until > now);
-                self.closing.insert(id.clone(), now + 32_000);
+                let until = now_ms() + 32_000;
+                self.closing.insert(id.clone(), until);
+                self.dialogs.keep_route(id);
+                self.timers
+                    .push(Reverse((until, Timer::Closed(id.clone()))));
             }
             let status = if (200..300).contains(&code) {
                 Status::Success
@@ -945,10 +973,7 @@ impl Actor {
         }
         let expires = expires.min(self.settings.max_expires);
         let to_tag = req.to().and_then(|t| t.tag()).map(str::to_owned);
-        let watcher = req
-            .from()
-            .map(|f| f.uri.with_scheme(Scheme::Pres).to_string())
-            .unwrap_or_default();
+        let watcher = watcher_of(&st);
         let target = req
             .request_uri()
             .map(|u| u.with_scheme(Scheme::Pres).to_string())
@@ -967,6 +992,10 @@ impl Actor {
                 else {
                     return reply_now(st, 481, "Subscription Does Not Exist", None);
                 };
+                // Only the dialog's own watcher may refresh or end it.
+                if e.rec.watcher != watcher {
+                    return reply_now(st, 403, "Forbidden (not this dialog's watcher)", None);
+                }
                 if !e
                     .rec
                     .dialog
@@ -1051,10 +1080,10 @@ impl Actor {
             }
             Ok(r) => r,
         };
-        let contact = req
-            .request_uri()
-            .map(|u| format!("<{}>", u.with_scheme(Scheme::Sip)))
-            .unwrap_or_default();
+        // Our Contact is the gateway itself, in the 2xx as in every NOTIFY:
+        // the watcher's in-dialog requests come here (RFC 3261 §12.1.1) and
+        // are routed by dialog, whatever their Request-URI says.
+        let contact = self.settings.contact.clone();
         let mut batch = Batch::default();
         if requested == 0 || resp.status == Status::Failure {
             // Unsubscribe (or refused): 200 / 603, final NOTIFY, state removed.
@@ -1120,10 +1149,7 @@ impl Actor {
                 let rec = GatewayDialog {
                     id: id.clone(),
                     direction: Direction::SipToCpim,
-                    watcher: req
-                        .from()
-                        .map(|f| f.uri.with_scheme(Scheme::Pres).to_string())
-                        .unwrap_or_default(),
+                    watcher: watcher_of(&st),
                     target: req
                         .request_uri()
                         .map(|u| u.with_scheme(Scheme::Pres).to_string())

@@ -1,5 +1,5 @@
 //! The HTTP side (design §4): the CPIM API for adapters, the admin API
-//! (policies and read-only views), `/openapi.json`, `/healthz`, `/readyz`
+//! (policies, publisher grants and read-only views), `/openapi.json`, `/healthz`, `/readyz`
 //! and `/metrics`. Every error is JSON:
 //! `{"error": {"code": "...", "message": "..."}}`; a malformed request
 //! changes nothing.
@@ -342,6 +342,107 @@ async fn delete_policy(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The publishers granted for a presentity (issue 14). A presentity
+/// always publishes for itself; anyone else needs a grant here, whatever
+/// the watch policy says.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublisherList {
+    pub presentity: String,
+    /// Granted publisher AORs, in order.
+    pub publishers: Vec<String>,
+}
+
+/// One grant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublisherGrant {
+    pub presentity: String,
+    /// The publisher's AOR (the authenticated identity when `[auth]` is on,
+    /// else the From of its PUBLISH).
+    pub publisher: String,
+}
+
+fn unavailable(e: crate::presence::GrantError) -> HttpError {
+    HttpError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    )
+}
+
+#[utoipa::path(get, path = "/admin/v1/publishers/{presentity}",
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded")),
+    responses((status = 200, body = PublisherList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn list_publishers(
+    State(s): State<AppState>,
+    Path(presentity): Path<String>,
+) -> Result<axum::Json<PublisherList>, HttpError> {
+    let aor = local_aor(&s, &presentity)?;
+    let publishers = s.presence.publishers(&aor).await.map_err(unavailable)?;
+    Ok(axum::Json(PublisherList {
+        presentity: aor,
+        publishers,
+    }))
+}
+
+/// Grants `publisher` the right to PUBLISH for `presentity` (RFC 3903 §6
+/// step 4); idempotent. Answered once the grant is durable.
+#[utoipa::path(put, path = "/admin/v1/publishers/{presentity}/{publisher}",
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded"),
+           ("publisher" = String, Path, description = "Publisher URI (sip:, sips:, pres: or im:), percent-encoded")),
+    responses((status = 200, description = "Granted (or already granted) and durable", body = PublisherGrant),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn put_publisher(
+    State(s): State<AppState>,
+    Path((presentity, publisher)): Path<(String, String)>,
+) -> Result<axum::Json<PublisherGrant>, HttpError> {
+    let aor = local_aor(&s, &presentity)?;
+    let p = watcher_aor(&publisher)?;
+    s.presence
+        .set_publisher(&aor, &p, true)
+        .await
+        .map_err(unavailable)?;
+    Ok(axum::Json(PublisherGrant {
+        presentity: aor,
+        publisher: p,
+    }))
+}
+
+/// Revokes a grant. What the publisher already published stays until it
+/// expires; nothing more from it is accepted.
+#[utoipa::path(delete, path = "/admin/v1/publishers/{presentity}/{publisher}",
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded"),
+           ("publisher" = String, Path, description = "Publisher URI, percent-encoded")),
+    responses((status = 204, description = "Revoked and durable"), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, description = "No such grant, or not a local presentity", body = ErrorBody),
+              (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_publisher(
+    State(s): State<AppState>,
+    Path((presentity, publisher)): Path<(String, String)>,
+) -> Result<StatusCode, HttpError> {
+    let aor = local_aor(&s, &presentity)?;
+    let p = watcher_aor(&publisher)?;
+    // Checked and removed in one step on the agent task, so two DELETEs
+    // racing get one 204 and one 404.
+    if !s
+        .presence
+        .set_publisher(&aor, &p, false)
+        .await
+        .map_err(unavailable)?
+    {
+        return Err(HttpError(
+            StatusCode::NOT_FOUND,
+            "no_grant",
+            format!("{p} holds no grant to publish for {aor}"),
+        ));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn openapi() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -542,8 +643,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[openapi(
     info(title = "sip-cpim-gateway CPIM API", description = "The adapter contract of design §4: CPIM subscribe, unsubscribe and notify as JSON over HTTP."),
     paths(subscribe, unsubscribe, notify, presence, list_policies, put_policy, delete_policy,
+        list_publishers, put_publisher, delete_publisher,
         list_presentities, show_presentity, list_subscriptions, show_dialog, healthz, readyz, metrics_text),
     components(schemas(SubscribeRequest, UnsubscribeRequest, NotifyRequest, Presence, TupleView, CpimResponse, Status, ErrorBody, ErrorDetail, PolicyRule, PolicyUpdate, PolicyList, PolicyAction,
+        PublisherList, PublisherGrant,
         PresentitySummary, PresentityView, RegistrationView, PublicationView, SubscriptionView, SubscriptionKind, DialogView, SubscriptionList, Readiness)),
     modifiers(&Security)
 )]
@@ -573,6 +676,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/admin/v1/policies/{presentity}/{watcher}",
             axum::routing::put(put_policy).delete(delete_policy),
+        )
+        .route("/admin/v1/publishers/{presentity}", get(list_publishers))
+        .route(
+            "/admin/v1/publishers/{presentity}/{publisher}",
+            axum::routing::put(put_publisher).delete(delete_publisher),
         )
         .route("/admin/v1/presentities", get(list_presentities))
         .route("/admin/v1/presentities/{presentity}", get(show_presentity))

@@ -2,14 +2,15 @@
 //! draft's ordering rule (draft-olson-simple-publish-02 §10 step 8: an older
 //! tuple `<timestamp>` is answered 494 Out Of Sync).
 
-use super::records::PublicationRecord;
-use super::{Agent, Effects, TimerKey, aor_key, encode, now_ms};
+use super::records::{PublicationRecord, PublisherRecord};
+use super::{Agent, Command, Effects, PresenceAgent, TimerKey, aor_key, encode, now_ms};
 use crate::body::{BodyError, PresenceDoc, presence_of};
 use crate::sip::{HeaderName, Scheme};
 use crate::store::Tree;
 use crate::transaction::{ServerTransaction, random_token};
 use bytes::Bytes;
 use std::cmp::Reverse;
+use tokio::sync::oneshot;
 
 /// Body types a PUBLISH may carry (RFC 3903 §4: the package's formats).
 pub(crate) const ACCEPT: &str =
@@ -64,16 +65,18 @@ impl Agent {
         }
         let aor = aor_key(&ruri);
         // Step 4 (RFC 3903 §6: "the ESC MUST ... determine if the
-        // publisher is authorized"): the presentity publishes for itself; a
-        // third party only where the presentity's policy allows it, never
-        // when it blocks it (OMA flow 2.4) nor by default. The publisher is
-        // the authenticated identity when there is one, else From.
+        // publisher is authorized"; 403 otherwise, OMA flow 2.4): the
+        // presentity publishes for itself, anyone else only with an explicit
+        // grant for this presentity (admin API, `/admin/v1/publishers`).
+        // The watch policy plays no part (issue 14): `allow`, by rule or by
+        // default, lets a watcher *see* the presentity, not speak for it.
+        // The publisher is the authenticated identity when there is one,
+        // else From.
         let publisher = match st.identity() {
             Some(id) => id.to_owned(),
             None => req.from().map(|f| aor_key(&f.uri)).unwrap_or_default(),
         };
-        if publisher != aor && self.decide(&aor, &publisher) != super::records::PolicyAction::Allow
-        {
+        if publisher != aor && !self.may_publish(&aor, &publisher) {
             return reply(
                 st,
                 403,
@@ -227,6 +230,55 @@ impl Agent {
         fx
     }
 
+    /// Whether `publisher` holds a grant to publish for `presentity` (AOR
+    /// keys). A presentity's own PUBLISH needs none.
+    pub(crate) fn may_publish(&self, presentity: &str, publisher: &str) -> bool {
+        self.publishers
+            .get(presentity)
+            .is_some_and(|g| g.contains(publisher))
+    }
+
+    /// Grants (or, with `grant` false, revokes) `publisher`'s right to
+    /// publish for `presentity`; returns whether a grant was held before.
+    /// The store op is written even when nothing changes in memory, so the
+    /// answer waits for any earlier change to the same grant to be durable
+    /// too (commits are applied in order). Revoking leaves the state already
+    /// published: it expires as published, and no further PUBLISH from that
+    /// publisher (refresh, modify or remove) is accepted.
+    pub(crate) fn set_publisher(
+        &mut self,
+        presentity: &str,
+        publisher: &str,
+        grant: bool,
+    ) -> (bool, Effects) {
+        let mut fx = Effects {
+            aor: Some(presentity.to_owned()),
+            ..Effects::default()
+        };
+        let rec = PublisherRecord {
+            presentity: presentity.to_owned(),
+            publisher: publisher.to_owned(),
+        };
+        let held = self.may_publish(presentity, publisher);
+        if grant {
+            self.publishers
+                .entry(rec.presentity.clone())
+                .or_default()
+                .insert(rec.publisher.clone());
+            fx.batch
+                .put(Tree::Publishers, rec.key().into_bytes(), encode(&rec));
+        } else {
+            if let Some(g) = self.publishers.get_mut(presentity) {
+                g.remove(publisher);
+                if g.is_empty() {
+                    self.publishers.remove(presentity);
+                }
+            }
+            fx.batch.delete(Tree::Publishers, rec.key().into_bytes());
+        }
+        (held, fx)
+    }
+
     pub(crate) fn expire_publication(&mut self, key: &str, at: i64, fx: &mut Effects) {
         let Some((aor, etag)) = key.split_once('\n') else {
             return;
@@ -244,5 +296,49 @@ impl Agent {
             self.changed(&aor, fx);
             self.gc(&aor);
         }
+    }
+}
+
+/// Why publisher grants could not be read or changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GrantError {
+    /// The store did not commit the change (the agent then reloads its
+    /// state from the store, so none of it is in effect), or the agent has
+    /// stopped.
+    #[error("presence agent unavailable: store failure, or the agent stopped")]
+    Unavailable,
+}
+
+impl PresenceAgent {
+    /// The publishers granted for `presentity` (AOR key), in order.
+    pub async fn publishers(&self, presentity: &str) -> Result<Vec<String>, GrantError> {
+        let presentity = presentity.to_owned();
+        self.inspect(move |a| {
+            a.publishers
+                .get(&presentity)
+                .map(|g| g.iter().cloned().collect())
+                .unwrap_or_default()
+        })
+        .await
+        .ok_or(GrantError::Unavailable)
+    }
+
+    /// Grants (`grant`) or revokes `publisher`'s right to PUBLISH for
+    /// `presentity` (AOR keys). Resolves once the change is durable, with
+    /// whether a grant was held before.
+    pub async fn set_publisher(
+        &self,
+        presentity: &str,
+        publisher: &str,
+        grant: bool,
+    ) -> Result<bool, GrantError> {
+        let (reply, rx) = oneshot::channel();
+        let _ = self.tx.send(Command::SetPublisher {
+            presentity: presentity.to_owned(),
+            publisher: publisher.to_owned(),
+            grant,
+            reply,
+        });
+        rx.await.map_err(|_| GrantError::Unavailable)
     }
 }

@@ -12,6 +12,7 @@
 
 mod admin;
 pub use admin::Counts;
+pub use esc::GrantError;
 pub mod compose;
 mod esc;
 mod notifier;
@@ -21,6 +22,7 @@ mod registrar;
 use crate::body::{PresenceDoc, PresenceFormat};
 use crate::cpim::CpimResponse;
 use crate::delivery::{Adapter, Staged};
+use crate::dialog_table::{DialogOwner, DialogTable};
 use crate::sip::{Message, Method, Uri};
 use crate::store::{Batch, Store, StoreError, Tree};
 use crate::transaction::{ClientError, ServerTransaction, TransactionLayer};
@@ -179,6 +181,15 @@ pub(crate) enum Command {
         action: Option<records::PolicyAction>,
         reply: oneshot::Sender<bool>,
     },
+    /// Grants (`grant`) or revokes a publisher's right to PUBLISH for
+    /// `presentity` (`esc.rs`); `reply` gets whether a grant was held
+    /// before, once the change is durable.
+    SetPublisher {
+        presentity: String,
+        publisher: String,
+        grant: bool,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 /// Handle to the running agent.
@@ -196,6 +207,7 @@ impl PresenceAgent {
         layer: TransactionLayer,
         resolver: Arc<Resolver>,
         adapter: Adapter,
+        dialogs: Arc<DialogTable>,
     ) -> Result<PresenceAgent, StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut agent = Agent {
@@ -204,12 +216,14 @@ impl PresenceAgent {
             layer,
             resolver,
             adapter,
+            dialogs,
             presentities: HashMap::new(),
             subs: HashMap::new(),
             timers: BinaryHeap::new(),
             self_tx: tx.clone(),
             winfo_partial: HashMap::new(),
             policies: HashMap::new(),
+            publishers: HashMap::new(),
             per_watcher: HashMap::new(),
             watcher_hasher: std::hash::RandomState::new(),
         };
@@ -368,6 +382,9 @@ pub(crate) struct Agent {
     pub layer: TransactionLayer,
     pub resolver: Arc<Resolver>,
     pub adapter: Adapter,
+    /// The router's dialog table: every SIP subscription held here is in it
+    /// as [`DialogOwner::Presence`] (kept by `add_sub`/`remove_sub`/`load`).
+    pub dialogs: Arc<DialogTable>,
     pub presentities: HashMap<String, Presentity>,
     /// Boxed: a bucket is then 24 bytes instead of ~200, so the table's
     /// spare capacity (up to half of it after growing) and the copy made
@@ -379,6 +396,9 @@ pub(crate) struct Agent {
     pub winfo_partial: HashMap<Arc<str>, Vec<crate::body::winfo::WatcherEntry>>,
     /// Authorization rules by (presentity, watcher).
     pub policies: HashMap<(String, String), records::PolicyAction>,
+    /// Who may PUBLISH for a presentity besides itself: presentity AOR →
+    /// granted publisher AORs (`esc.rs`; never the watch policy).
+    pub publishers: HashMap<String, BTreeSet<String>>,
     /// Live subscriptions per watcher, for `max_subscriptions_per_watcher`,
     /// keyed by a 64-bit hash of `SubscriptionRecord::watcher` (no copy of
     /// the URI per watcher; a collision would only make two watchers share
@@ -393,6 +413,7 @@ impl Agent {
     fn load(&mut self) -> Result<(), StoreError> {
         self.presentities.clear();
         self.subs.clear();
+        self.dialogs.clear_owner(DialogOwner::Presence);
         self.per_watcher.clear();
         self.timers.clear();
         for (_, v) in self.store.scan(Tree::Registrations)? {
@@ -428,6 +449,15 @@ impl Agent {
         for (_, v) in self.store.scan(Tree::Policies)? {
             let p: records::PolicyRecord = decode(Tree::Policies, &v)?;
             self.policies.insert((p.presentity, p.watcher), p.action);
+        }
+        // A store from before issue 14 has no grants: the tree is empty.
+        self.publishers.clear();
+        for (_, v) in self.store.scan(Tree::Publishers)? {
+            let g: records::PublisherRecord = decode(Tree::Publishers, &v)?;
+            self.publishers
+                .entry(g.presentity)
+                .or_default()
+                .insert(g.publisher);
         }
         let store = self.store.clone();
         store.visit(Tree::Subscriptions, &mut |k, v| {
@@ -561,6 +591,17 @@ impl Agent {
                 let fx = self.set_policy(&presentity, &watcher, action);
                 self.run_effects_then(fx, move || {
                     let _ = reply.send(true);
+                });
+            }
+            Command::SetPublisher {
+                presentity,
+                publisher,
+                grant,
+                reply,
+            } => {
+                let (held, fx) = self.set_publisher(&presentity, &publisher, grant);
+                self.run_effects_then(fx, move || {
+                    let _ = reply.send(held);
                 });
             }
             Command::Inspect(f) => f(self),
@@ -701,6 +742,10 @@ impl Agent {
         } else {
             p.watchers.insert(id.clone());
         }
+        if rec.cpim.is_none() {
+            // A SIP dialog: in-dialog requests reach it by dialog id.
+            self.dialogs.insert(id.clone(), DialogOwner::Presence);
+        }
         *self
             .per_watcher
             .entry(self.watcher_key(&rec.watcher))
@@ -724,6 +769,9 @@ impl Agent {
     /// deletion and sends what the end implies.
     pub(crate) fn remove_sub(&mut self, id: &str) -> Option<Box<Sub>> {
         let sub = self.subs.remove(id)?;
+        if sub.rec.cpim.is_none() {
+            self.dialogs.remove(id);
+        }
         if let Some(p) = self.presentities.get_mut(&*sub.rec.presentity) {
             p.watchers.remove(id);
             p.winfo.remove(id);

@@ -275,7 +275,8 @@ impl<'a> Stored<'a> {
 pub enum PolicyAction {
     /// 200 and the real document.
     Allow,
-    /// 403 (to SUBSCRIBE and to a third-party PUBLISH, OMA flow 2.4).
+    /// 403 to SUBSCRIBE (OMA flow 2.4). No rule is a permission to
+    /// PUBLISH: that takes a [`PublisherRecord`] (issue 14).
     Block,
     /// 200 and a neutral, closed document, never the real state (OMA 2.5).
     PoliteBlock,
@@ -315,6 +316,23 @@ pub struct PolicyRecord {
 impl PolicyRecord {
     pub fn key(&self) -> String {
         format!("{}\n{}", self.presentity, self.watcher)
+    }
+}
+
+/// A grant: `publisher` may PUBLISH event state for `presentity` (both
+/// AOR keys). RFC 3903 §6 step 4 makes the ESC decide whether a publisher
+/// is authorized; a presentity publishes for itself, anyone else only with
+/// one of these. Kept apart from [`PolicyRecord`] on purpose: being allowed
+/// to see a presentity is no right to speak for it (issue 14).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublisherRecord {
+    pub presentity: String,
+    pub publisher: String,
+}
+
+impl PublisherRecord {
+    pub fn key(&self) -> String {
+        format!("{}\n{}", self.presentity, self.publisher)
     }
 }
 
@@ -387,6 +405,32 @@ mod tests {
             "{} vs {}",
             bin.len(),
             json.len()
+        );
+    }
+
+    /// The stored form of a publisher grant is its field order (codec.rs):
+    /// pinned, like the subscription's.
+    #[test]
+    fn publisher_record_encoding_is_stable() {
+        let rec = PublisherRecord {
+            presentity: "sip:b@example.com".into(),
+            publisher: "sip:a@example.com".into(),
+        };
+        assert_eq!(rec.key(), "sip:b@example.com\nsip:a@example.com");
+        let bin = encode(&rec);
+        let hex: String = bin.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "01117369703a62406578616d706c652e636f6d117369703a61406578616d706c652e636f6d"
+        );
+        assert_eq!(
+            decode::<PublisherRecord>(Tree::Publishers, &bin).unwrap(),
+            rec
+        );
+        let json = serde_json::to_vec(&rec).unwrap();
+        assert_eq!(
+            decode::<PublisherRecord>(Tree::Publishers, &json).unwrap(),
+            rec
         );
     }
 

@@ -25,17 +25,22 @@ pub enum Tree {
     Subscriptions,
     Dialogs,
     Policies,
+    /// Grants to publish for another AOR (issue 14; `presence::records::
+    /// PublisherRecord`). A tree of its own, not a kind of policy record:
+    /// being allowed to see a presentity is no right to speak for it.
+    Publishers,
     Deliveries,
     Meta,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 7] = [
+    pub const ALL: [Tree; 8] = [
         Tree::Registrations,
         Tree::Publications,
         Tree::Subscriptions,
         Tree::Dialogs,
         Tree::Policies,
+        Tree::Publishers,
         Tree::Deliveries,
         Tree::Meta,
     ];
@@ -47,6 +52,7 @@ impl Tree {
             Tree::Subscriptions => "subscriptions",
             Tree::Dialogs => "dialogs",
             Tree::Policies => "policies",
+            Tree::Publishers => "publishers",
             Tree::Deliveries => "deliveries",
             Tree::Meta => "meta",
         }

@@ -87,7 +87,7 @@ impl SledStore {
             healthy: _,
             tx,
             committer,
-            ..
+            path,
         } = self;
         drop(tx);
         let handle = committer.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -97,6 +97,13 @@ impl SledStore {
         let r = db.flush_async().await.map(|_| ()).map_err(io);
         drop(trees);
         drop(db);
+        // sled hands sealed log buffers to its own thread pool for writing,
+        // and each such job holds the store's file — and with it the
+        // exclusive lock taken at open — until it ends, after the last `Db`
+        // handle is gone. Return only once the lock is free, so that a
+        // reopen in this process (a restart, `import` after `export`, a
+        // test) cannot meet our own lock.
+        wait_for_lock_release(&path.join("db")).await;
         r
     }
 
@@ -112,6 +119,30 @@ impl SledStore {
     /// Bytes on disk (for metrics).
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+/// Waits (bounded) until no one holds the exclusive lock on sled's data
+/// file. The probe takes the lock the way sled does (`fs2`: `flock` on
+/// Unix) and lets it go at once.
+async fn wait_for_lock_release(file: &Path) {
+    use fs2::FileExt;
+    // sled's jobs finish within a write and an fsync; five seconds is far
+    // beyond that and still bounds a shutdown.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let free = match std::fs::File::open(file) {
+            Ok(f) => f.try_lock_exclusive().is_ok(), // unlocked when `f` drops
+            Err(_) => true,                          // no store file, no lock
+        };
+        if free {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(file = %file.display(), "sled still holds its lock after close");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
 
@@ -270,6 +301,56 @@ mod tests {
         // A second open while the first holds the lock fails instead of
         // treating the live store as corrupt.
         assert!(SledStore::open(&p).is_err());
+        s.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&p);
+    }
+
+    /// `close()` returns only once sled has let go of the store's file
+    /// lock, so the store can be reopened at once (a restart in the same
+    /// process, `import` after `export`). sled writes sealed log buffers on
+    /// its own thread pool, and those jobs hold the file (and its lock)
+    /// after the last `Db` handle is dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_releases_the_file_lock() {
+        let p = tmp("reopen");
+        // Busy threads, as when the whole suite runs on two cores: sled's
+        // I/O threads then finish their jobs late, after `close`.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let spinners: Vec<_> = (0..4)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        for round in 0..40u32 {
+            let s = SledStore::open(&p).unwrap_or_else(|e| panic!("reopen {round}: {e}"));
+            // Enough data to seal several log buffers per round.
+            let futs: Vec<_> = (0..64u32)
+                .map(|i| {
+                    let mut b = Batch::default();
+                    b.put(
+                        Tree::Publications,
+                        format!("{round}-{i}").into_bytes(),
+                        vec![round as u8; 4096],
+                    );
+                    s.commit(b)
+                })
+                .collect();
+            for f in futs {
+                f.await.unwrap();
+            }
+            s.close().await.unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in spinners {
+            t.join().unwrap();
+        }
+        let s = SledStore::open(&p).unwrap();
+        assert_eq!(s.scan(Tree::Publications).unwrap().len(), 40 * 64);
         s.close().await.unwrap();
         let _ = std::fs::remove_dir_all(&p);
     }

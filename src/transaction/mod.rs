@@ -84,11 +84,15 @@ impl ClientError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum ServerKey {
     /// Magic-cookie branch: `branch, sent-by, method` (ACK → INVITE), plus
-    /// the previous hop's address: retransmissions come from the same hop,
-    /// and two hosts reusing a branch (RFC 4475's corpus does) stay apart.
+    /// the previous hop's address and port: retransmissions come from the
+    /// same socket, and two senders reusing a branch (RFC 4475's corpus
+    /// does) stay apart even on one host. With `rport` (RFC 3581) the
+    /// sent-by is not where the sender is, so without the port a second
+    /// sender on the host would be taken for a retransmission and its
+    /// answer sent to the first one.
     Rfc3261 {
         fields: Box<str>,
-        hop: std::net::IpAddr,
+        hop: std::net::SocketAddr,
     },
     /// RFC 2543 requests: `Request-URI, From tag, Call-ID, CSeq, top Via,
     /// method`.
@@ -136,7 +140,7 @@ fn server_key(req: &Message, source: &Source) -> Option<ServerKey> {
         let sent_by = format!("{}:{port}", via.host.canonical());
         return Some(ServerKey::Rfc3261 {
             fields: ServerKey::join(&[branch, &sent_by, method]),
-            hop: source.peer.ip(),
+            hop: source.peer,
         });
     }
     let ruri = req.request_uri()?.to_string();

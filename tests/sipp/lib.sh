@@ -463,6 +463,19 @@ put_policy() {
     json_expect "PUT policy $3 for $2: the rule echoed" "d == {'watcher': '$2', 'action': '$3'}"
 }
 
+# put_publisher PRESENTITY PUBLISHER: grants PUBLISHER the right to PUBLISH
+# for PRESENTITY through the admin API (src/http/mod.rs put_publisher): 200
+# and the grant echoed back. Issue 14: a third party's PUBLISH needs this; no
+# watch policy, not even "allow", is a permission to publish (RFC 3903 §6
+# step 4). Both URIs as sip: AORs (the echo is the normalised AOR).
+put_publisher() {
+    _http -X PUT "http://127.0.0.1:$GW_HTTP/admin/v1/publishers/$1/$2"
+    step "PUT /admin/v1/publishers/$1/$2 -> $HTTP_CODE $HTTP_BODY"
+    expect_eq "PUT publisher grant for $2: status" "$HTTP_CODE" 200
+    json_expect "PUT publisher grant for $2: the grant echoed" \
+        "d == {'presentity': '$1', 'publisher': '$2'}"
+}
+
 # json_expect DESC PYEXPR [JSON]: evaluates the Python expression PYEXPR
 # with d = the parsed JSON (default $HTTP_BODY) and `re` imported; fails the
 # case with DESC unless it is true. E.g. json_expect "status" 'd["status"] == "success"'

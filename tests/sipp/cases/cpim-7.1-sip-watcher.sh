@@ -6,12 +6,15 @@
 #
 #   watcher  SUBSCRIBE sip:carol@xmpp.example.org (Expires 600)
 #            -> adapter POST .../subscribe {watcher, target, duration, transID}
-#            -> 202, To tag = transID (40 hex), Contact <sip:carol@xmpp.example.org>,
-#               Expires 300; NOTIFY active without a body
+#            -> 202, To tag = transID (40 hex), Contact = the gateway,
+#               Expires 300; NOTIFY active without a body, same Contact
 #   curl     POST /cpim/v1/notify {watcher pres:bob@example.com, target
 #            pres:carol@..., presence {application/pidf+xml, body}} -> success
 #   watcher  NOTIFY with that body, byte for byte
-#   watcher  SUBSCRIBE Expires 0 in the dialog -> adapter POST .../unsubscribe
+#   watcher  refresh (Expires 600) to the NOTIFY's Contact, a Request-URI
+#            with no CPIM domain: routed by dialog -> adapter subscribe again
+#            with transID = the To tag -> 202, NOTIFY with the last state
+#   watcher  SUBSCRIBE Expires 0 to the same target -> adapter POST .../unsubscribe
 #            with transID = the To tag -> 200, NOTIFY terminated;reason=timeout
 adapter_start success --duration 300
 start_gateway_with 'sip.cpim_domains=["xmpp.example.org"]' "cpim.adapter_url=\"$ADAPTER_URL\""
@@ -51,5 +54,8 @@ adapter_wait "adapter got one unsubscribe with transID = the To tag" \
     "len(calls('unsubscribe')) == 1 and calls('unsubscribe')[0].get('transID') == '$totag'
      and calls('unsubscribe')[0].get('watcher') == 'pres:bob@example.com'
      and calls('unsubscribe')[0].get('target') == 'pres:carol@xmpp.example.org'"
-adapter_expect "no further subscribe or notify to the adapter" \
-    "len(calls('subscribe')) == 1 and len(calls('notify')) == 0"
+adapter_expect "the refresh reached the adapter as a subscribe with the same transID" \
+    "len(calls('subscribe')) == 2 and calls('subscribe')[1] == {
+        'watcher': 'pres:bob@example.com', 'target': 'pres:carol@xmpp.example.org',
+        'duration': 600, 'transID': '$totag'}"
+adapter_expect "no notify to the adapter" "len(calls('notify')) == 0"

@@ -4,6 +4,8 @@
 # the document without it and its subscription stays active.
 # transports: udp tcp
 #
+#   admin     PUT /admin/v1/publishers/sip:bob@example.com/sip:source-{a,b}@example.com
+#             -> 200 (issue 14: third-party sources need a publisher grant)
 #   source-a  PUBLISH for bob, t-long, Expires 3600 -> 200
 #   watcher   SUBSCRIBE bob -> 200 -> NOTIFY with t-long
 #   source-b  PUBLISH for bob, t-short, Expires 2 (min_expires = 1) -> 200, Expires <= 2
@@ -15,6 +17,8 @@ start_gateway_with presence.min_expires=1
 
 pidf=(-key ctype application/pidf+xml -key pidf_ns urn:ietf:params:xml:ns:pidf
     -key pres_user bob)
+put_publisher sip:bob@example.com sip:source-a@example.com
+put_publisher sip:bob@example.com sip:source-b@example.com
 sipp_run source-a publish "${pidf[@]}" -key pub_expires 3600 -key pua source-a \
     -key tuple_id t-long -key basic open -key ts 2005-02-07T10:00:00Z
 sipp_start watcher oma-2.2-watcher

@@ -3,9 +3,12 @@
 # blocked"; protocol-notes §5.4): a watcher the presentity blocks (admin API
 # rule `block`) is refused: its existing subscription ends with
 # terminated;reason=rejected, a new SUBSCRIBE gets 403, and its third-party
-# PUBLISH for the presentity (seed steps 1-4) gets 403 and composes nothing.
+# PUBLISH for the presentity (seed steps 1-4) gets 403 and composes nothing:
+# eve holds no publisher grant (issue 14: only a grant, never a watch rule,
+# lets a third party publish; the source below has one).
 # transports: udp tcp
 #
+#   admin    PUT /admin/v1/publishers/sip:ivy@example.com/sip:source@example.com -> 200
 #   source   PUBLISH for ivy, t24 open -> 200
 #   eve      SUBSCRIBE ivy (default policy allow) -> 200 -> NOTIFY active, t24
 #   admin    PUT /admin/v1/policies/sip:ivy@example.com/sip:eve@example.com
@@ -21,6 +24,7 @@ start_gateway_with
 
 pidf=(-key ctype application/pidf+xml -key pidf_ns urn:ietf:params:xml:ns:pidf
     -key pres_user ivy -key pub_expires 3600)
+put_publisher sip:ivy@example.com sip:source@example.com
 sipp_run source publish "${pidf[@]}" -key pua source -key tuple_id t24 \
     -key basic open -key ts 2005-02-07T13:00:00Z
 

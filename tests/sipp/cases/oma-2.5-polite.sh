@@ -5,6 +5,8 @@
 # document, never the presentity's real state, also after it changes.
 # transports: udp tcp
 #
+#   admin    PUT /admin/v1/publishers/sip:frank@example.com/sip:{source,mobile}@example.com
+#            -> 200 (issue 14: third-party sources need a publisher grant)
 #   source   PUBLISH for frank, t25 open -> 200
 #   admin    PUT /admin/v1/policies/sip:frank@example.com/sip:eve@example.com
 #            {"action":"polite-block"} -> 200, the rule echoed; GET lists it
@@ -20,6 +22,8 @@ start_gateway_with
 
 pidf=(-key ctype application/pidf+xml -key pidf_ns urn:ietf:params:xml:ns:pidf
     -key pres_user frank -key pub_expires 3600)
+put_publisher sip:frank@example.com sip:source@example.com
+put_publisher sip:frank@example.com sip:mobile@example.com
 sipp_run source publish "${pidf[@]}" -key pua source -key tuple_id t25 \
     -key basic open -key ts 2005-02-07T14:00:00Z
 put_policy sip:frank@example.com sip:eve@example.com polite-block

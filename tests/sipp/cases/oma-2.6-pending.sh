@@ -19,9 +19,10 @@
 #            step 14 200; no other NOTIFY for 1 s; unsubscribe -> terminated
 start_gateway_with 'presence.default_policy="confirm"'
 
-# eve's own PUA publishes; a third party without a rule is refused (RFC
-# 3903 §6 step 4: the publisher must be authorized; "confirm" is no
-# permission to publish), and its tuple never reaches the document.
+# eve's own PUA publishes; a third party without a publisher grant is
+# refused (RFC 3903 §6 step 4: the publisher must be authorized; no watch
+# policy is a permission to publish, issue 14), and its tuple never reaches
+# the document.
 pidf=(-key ctype application/pidf+xml -key pidf_ns urn:ietf:params:xml:ns:pidf
     -key pres_user eve -key pub_expires 3600)
 sipp_run source publish "${pidf[@]}" -key pua eve -key tuple_id t26 \

@@ -4,6 +4,9 @@
 # PUA's own subscription see the composed document.
 # transports: udp tcp
 #
+#   admin    PUT /admin/v1/publishers/sip:presentity@example.com/sip:{mobile,desktop}@example.com
+#            -> 200 (issue 14: the PUAs publish From their own AORs, so each
+#            needs a publisher grant for presentity)
 #   watcher  M1 SUBSCRIBE -> M2 200 -> n1 NOTIFY (neutral)
 #   pub1     PUBLISH mobile-phone open 16:49:29Z -> 200 + SIP-ETag  -> watcher n2
 #   pub2     PUBLISH desktop open 12:21:29Z (another PUA) -> 200 + SIP-ETag
@@ -22,6 +25,8 @@ start_gateway_with
 
 pub_keys=(-key pres_user presentity -key pub_expires 3600)
 cpim_pidf=(-key ctype application/cpim-pidf+xml -key pidf_ns urn:ietf:params:xml:ns:cpim-pidf)
+put_publisher sip:presentity@example.com sip:mobile@example.com
+put_publisher sip:presentity@example.com sip:desktop@example.com
 
 sipp_start watcher publish-watcher
 sipp_wait_log watcher '^n1$'
