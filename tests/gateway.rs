@@ -434,6 +434,8 @@ async fn sip_watcher_of_a_cpim_presentity() {
     let again = e.adapter.wait_calls("subscribe", 2, W).await;
     assert_eq!(again[1]["transID"], tid.as_str());
     assert_eq!(again[1]["watcher"], "pres:bob@sip.example.net");
+    // The presentity is the dialog's, not the Request-URI's.
+    assert_eq!(again[1]["target"], "pres:carol@xmpp.example.org");
     let refreshed = match notifies.pop() {
         Some(m) => m,
         None => e.ua.notify(W, 200).await.unwrap(),
@@ -465,6 +467,8 @@ async fn sip_watcher_of_a_cpim_presentity() {
     assert_eq!(r.status(), Some(200));
     let un = e.adapter.wait_calls("unsubscribe", 1, W).await;
     assert_eq!(un[0]["transID"], tid.as_str());
+    assert_eq!(un[0]["target"], "pres:carol@xmpp.example.org");
+    assert_eq!(un[0]["watcher"], "pres:bob@sip.example.net");
     let last = match notifies.pop() {
         Some(m) => m,
         None => e.ua.notify(W, 200).await.unwrap(),

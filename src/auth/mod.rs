@@ -61,6 +61,12 @@ impl Credentials {
         Self::parse(&text, realm).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// Whether any user has an HA1 for `alg`: only then can an answer
+    /// computed with it be verified.
+    pub fn has(&self, alg: Algorithm) -> bool {
+        self.users.values().flatten().any(|(a, _)| *a == alg)
+    }
+
     fn ha1(&self, user: &str, alg: Algorithm) -> Option<&str> {
         self.users
             .get(user)?
@@ -135,10 +141,19 @@ impl Authenticator {
     }
 
     /// The WWW-Authenticate values of a 401: SHA-256 first (RFC 8760 §2.4),
-    /// then MD5 for older clients.
+    /// then MD5 for older clients — each only when the credentials file
+    /// holds HA1s of that algorithm. An answer to a challenge we cannot
+    /// verify would be refused anyway, and deployed clients (baresip's
+    /// libre, tests/interop/README.md) try only the first challenge and give
+    /// up when they lack its algorithm instead of moving on to the next one
+    /// as RFC 8760 §2.4 asks.
     pub fn challenges(&self, stale: bool, now_ms: i64) -> Vec<String> {
-        [Algorithm::Sha256, Algorithm::Md5]
-            .iter()
+        let all = [Algorithm::Sha256, Algorithm::Md5];
+        // A 401 must carry a challenge (RFC 3261 §22.1) even when no one
+        // can answer it (an empty credentials file): then both are offered.
+        let held = all.iter().any(|a| self.creds.has(*a));
+        all.iter()
+            .filter(|a| !held || self.creds.has(**a))
             .map(|a| {
                 // One nonce per challenge: each has its own nc sequence.
                 let nonce = self.nonce(now_ms);
@@ -296,6 +311,36 @@ mod tests {
             "Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"{nonce}\", uri=\"sip:example.com\", response=\"{r}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"cn1\"\r\n",
             alg.name()
         )
+    }
+
+    #[test]
+    fn challenges_only_for_algorithms_the_credentials_hold() {
+        let both = Authenticator::new("example.com", creds(), 30_000, 0);
+        let algs = |a: &Authenticator| -> Vec<String> {
+            a.challenges(false, 0)
+                .iter()
+                .map(|c| {
+                    c.split("algorithm=")
+                        .nth(1)
+                        .unwrap()
+                        .split(',')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                })
+                .collect()
+        };
+        assert_eq!(algs(&both), ["SHA-256", "MD5"]);
+        let md5 = digest::ha1(Algorithm::Md5, "alice", "example.com", "secret");
+        let only_md5 =
+            Credentials::parse(&format!("alice:example.com:{md5}\n"), "example.com").unwrap();
+        let a = Authenticator::new("example.com", only_md5, 30_000, 0);
+        assert_eq!(algs(&a), ["MD5"]);
+        let sha = digest::ha1(Algorithm::Sha256, "alice", "example.com", "secret");
+        let only_sha =
+            Credentials::parse(&format!("alice:example.com:{sha}\n"), "example.com").unwrap();
+        let a = Authenticator::new("example.com", only_sha, 30_000, 0);
+        assert_eq!(algs(&a), ["SHA-256"]);
     }
 
     #[test]

@@ -974,7 +974,7 @@ impl Actor {
         let expires = expires.min(self.settings.max_expires);
         let to_tag = req.to().and_then(|t| t.tag()).map(str::to_owned);
         let watcher = watcher_of(&st);
-        let target = req
+        let mut target = req
             .request_uri()
             .map(|u| u.with_scheme(Scheme::Pres).to_string())
             .unwrap_or_default();
@@ -1002,6 +1002,16 @@ impl Actor {
                     .accept_remote_cseq(req.cseq().map_or(0, |c| c.seq))
                 {
                     return reply_now(st, 500, "CSeq Out Of Order", None);
+                }
+                // The presentity is the dialog's: inside it the Request-URI
+                // is our Contact (RFC 3261 §12.2.1.1), not the target.
+                target = e.rec.target.clone();
+                // SUBSCRIBE is a target refresh request (RFC 6665
+                // §4.1.2.1): its Contact is the watcher's new remote target.
+                if let Ok(crate::sip::Contacts::List(l)) = req.contacts() {
+                    if let Some(c) = l.first() {
+                        e.rec.dialog.set_remote_target(&c.uri.to_string());
+                    }
                 }
                 (id, tag, true)
             }

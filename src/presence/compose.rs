@@ -1,6 +1,14 @@
 //! Composition (issue 4 §4, OMA flow 2.1): the presentity's document is the
-//! union of the tuples of its live registrations and publications.
+//! union of the tuples of its live publications; registrations contribute
+//! tuples only while nothing is published.
 //!
+//! - A registration says no more than "a device is reachable" (seed
+//!   §10.2/§10.3 infer presence from it). Once a PUA publishes, it speaks
+//!   for the presentity (RFC 3903 §1): its `closed` must not sit beside an
+//!   inferred `open` tuple of the same device, which deployed watchers read
+//!   as online (baresip reads the first `<basic>`, linphone any open
+//!   tuple; tests/interop/README.md). So registration tuples are the
+//!   fallback for presentities without a publication.
 //! - Registration tuples get ids `reg-<hash of contact>`, so they never
 //!   collide with published ids.
 //! - The same tuple id in two publications: the newer `<timestamp>` wins;
@@ -61,7 +69,11 @@ pub fn compose(
     bindings: &[BindingRecord],
     publications: &[Published],
 ) -> PresenceDoc {
-    let mut tuples: Vec<Tuple> = bindings.iter().map(binding_tuple).collect();
+    let mut tuples: Vec<Tuple> = if publications.is_empty() {
+        bindings.iter().map(binding_tuple).collect()
+    } else {
+        Vec::new()
+    };
     let mut ordered: Vec<&Published> = publications.iter().collect();
     ordered.sort_by_key(|p| p.modified_at);
     let mut origin: Vec<(i64, Option<i64>)> = vec![(i64::MIN, None); tuples.len()];
@@ -106,5 +118,55 @@ pub fn compose(
         tuples,
         notes,
         extensions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::body::presence_of;
+
+    fn binding(uri: &str) -> BindingRecord {
+        BindingRecord {
+            aor: "bob@example.com".into(),
+            uri: uri.into(),
+            contact: format!("<{uri}>"),
+            call_id: "c".into(),
+            cseq: 1,
+            expires_at: 0,
+            q: None,
+            description: None,
+            methods: None,
+        }
+    }
+
+    fn published(basic: &str, at: i64) -> Published {
+        let xml = format!(
+            "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"pres:bob@example.com\"><tuple id=\"t1\"><status><basic>{basic}</basic></status></tuple></presence>"
+        );
+        Published {
+            modified_at: at,
+            doc: presence_of("application/pidf+xml", &bytes::Bytes::from(xml))
+                .unwrap()
+                .1,
+        }
+    }
+
+    #[test]
+    fn registrations_count_only_while_nothing_is_published() {
+        let b = [binding("sip:bob@192.0.2.1:5060")];
+        // Registered only: the inferred tuple (seed §10.2).
+        let d = compose("pres:bob@example.com", &b, &[]);
+        assert_eq!(d.tuples.len(), 1);
+        assert_eq!(d.tuples[0].basic, Some(Basic::Open));
+        assert!(d.tuples[0].id.starts_with("reg-"));
+        // The PUA publishes closed: that is the state, alone.
+        let d = compose("pres:bob@example.com", &b, &[published("closed", 1)]);
+        assert_eq!(d.tuples.len(), 1);
+        assert_eq!(d.tuples[0].id, "t1");
+        assert_eq!(d.tuples[0].basic, Some(Basic::Closed));
+        // The publication gone: the registration speaks again.
+        let d = compose("pres:bob@example.com", &b, &[]);
+        assert!(d.tuples[0].id.starts_with("reg-"));
     }
 }
