@@ -72,6 +72,18 @@ fn policy(cfg: &Config) -> UasPolicy {
 impl Server {
     /// Binds everything in `cfg` and starts serving.
     pub async fn start(cfg: &Config) -> Result<Server, StartError> {
+        Self::start_with(cfg, |s| s).await
+    }
+
+    /// As [`Server::start`], with the store the agents and the delivery
+    /// queue write to passed through `wrap` first: fault injection (a store
+    /// that fails its commits on demand) for tests of the rule that nothing
+    /// is acknowledged unless it is durable. Health and size still read the
+    /// sled store underneath.
+    pub async fn start_with(
+        cfg: &Config,
+        wrap: impl FnOnce(Arc<dyn Store>) -> Arc<dyn Store>,
+    ) -> Result<Server, StartError> {
         // The recorder first, so nothing recorded during startup is lost.
         let metrics = crate::metrics::handle();
         let listeners: Vec<Listener> = cfg.listeners().map_err(StartError::Config)?;
@@ -146,7 +158,7 @@ impl Server {
             max_subscriptions: cfg.presence.max_subscriptions,
             contact: format!("<sip:{host}:{port}{transport_param}>"),
         };
-        let dyn_store: Arc<dyn Store> = store.clone();
+        let dyn_store: Arc<dyn Store> = wrap(store.clone());
         // reqwest uses rustls without a built-in provider: install ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let adapter = Adapter::open(

@@ -22,6 +22,8 @@ struct Env {
     /// The SIP side: presentity (sip.example.net) and watcher.
     ua: Ua,
     http: reqwest::Client,
+    /// Set: every store commit fails (fault injection).
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
     _dir: TempDir,
 }
 
@@ -55,7 +57,13 @@ async fn env_with(token: &str, tune: impl FnOnce(&mut Config, &TempDir)) -> Env 
     cfg.presence.notify_min_interval_ms = 0;
     cfg.store.path = dir.0.join("store").display().to_string();
     tune(&mut cfg, &dir);
-    let server = Server::start(&cfg).await.unwrap();
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = fail.clone();
+    let server = Server::start_with(&cfg, move |inner| {
+        std::sync::Arc::new(support::FailingStore { inner, fail: flag })
+    })
+    .await
+    .unwrap();
     let ua = Ua {
         sock,
         addr: ua_addr,
@@ -68,6 +76,7 @@ async fn env_with(token: &str, tune: impl FnOnce(&mut Config, &TempDir)) -> Env 
         adapter,
         ua,
         http: reqwest::Client::new(),
+        fail,
         _dir: dir,
     }
 }
@@ -845,4 +854,116 @@ async fn sip_watchers_of_cpim_presentities_are_authenticated() {
     assert_eq!(r.status(), Some(202), "{r:?}");
     let calls = e.adapter.wait_calls("subscribe", 2, W).await;
     assert_eq!(calls[1]["watcher"], "pres:alice@example.com");
+}
+
+/// Design §6 / issue 19: nothing is acknowledged that is not durable. With
+/// every commit failing, each gateway path that would acknowledge answers
+/// 500 (SIP) or 503 (CPIM) instead, and sends nothing that claims success:
+/// no 202, no NOTIFY, no SUBSCRIBE carrying a CSeq the store does not hold.
+#[tokio::test]
+async fn failed_commits_are_never_acknowledged() {
+    let e = env("").await;
+    // --- SIP → CPIM (§7.1): a SIP watcher's new SUBSCRIBE.
+    e.fail.store(true, Ordering::SeqCst);
+    let mut notifies = Vec::new();
+    let r =
+        e.ua.request(&watcher_subscribe(1, 600, None), &mut notifies)
+            .await;
+    assert_eq!(r.status(), Some(500), "{r:?}");
+    assert!(notifies.is_empty());
+    quiet(&e).await;
+    // Nothing was kept: with the store back, its refresh is 481.
+    e.fail.store(false, Ordering::SeqCst);
+    let tid = trans_id_of_first_subscribe();
+    let r =
+        e.ua.request(&watcher_subscribe(2, 600, Some(&tid)), &mut notifies)
+            .await;
+    assert_eq!(r.status(), Some(481));
+    // A real subscription, then its unsubscribe while the store fails.
+    let text = watcher_subscribe(1, 600, None).replace("s2c-1", "s2c-fail");
+    let r = e.ua.request(&text, &mut notifies).await;
+    assert_eq!(r.status(), Some(202));
+    let tid = r.to().unwrap().tag().unwrap().to_owned();
+    if notifies.is_empty() {
+        e.ua.notify(W, 200).await.unwrap();
+    }
+    e.fail.store(true, Ordering::SeqCst);
+    let un = watcher_subscribe(2, 0, Some(&tid)).replace("s2c-1", "s2c-fail");
+    let mut finals = Vec::new();
+    let r = e.ua.request(&un, &mut finals).await;
+    assert_eq!(r.status(), Some(500), "{r:?}");
+    assert!(finals.is_empty(), "no final NOTIFY: {finals:?}");
+    quiet(&e).await;
+    // A CPIM notify for a watcher whose dialog exists: 503, no NOTIFY.
+    let (code, v) = e
+        .post(
+            "/cpim/v1/notify",
+            json!({"watcher": "pres:bob@sip.example.net", "target": "pres:carol@xmpp.example.org",
+                   "presence": {"tuples": [{"id": "c", "basic": "open"}]}}),
+        )
+        .await;
+    assert_eq!(code, 503, "{v}");
+    assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    quiet(&e).await;
+
+    // --- CPIM → SIP (§7.2): the SIP 2xx arrives, the dialog cannot be stored.
+    let t = e.subscribe(
+        "pres:alice@xmpp.example.org",
+        "pres:bob@sip.example.net",
+        600,
+    );
+    let sub = e.next_request().await;
+    e.answer(&sub, 200, "bobtag", 600).await;
+    let (code, v) = t.await.unwrap();
+    assert_eq!(code, 503, "{v}");
+    // A CPIM subscribe that works, then a NOTIFY and an unsubscribe while
+    // the store fails.
+    e.fail.store(false, Ordering::SeqCst);
+    let t = e.subscribe(
+        "pres:dora@xmpp.example.org",
+        "pres:bob@sip.example.net",
+        600,
+    );
+    let sub = e.next_request().await;
+    e.answer(&sub, 200, "dtag", 600).await;
+    let (code, v) = t.await.unwrap();
+    assert_eq!((code, v["status"].as_str()), (200, Some("success")));
+    e.fail.store(true, Ordering::SeqCst);
+    let body = pidf(
+        "pres:bob@sip.example.net",
+        "b1",
+        "open",
+        "x",
+        "2026-11-22T10:00:00Z",
+    );
+    let text = e.notify_text(&sub, "dtag", 1, "active;expires=600", &body);
+    e.ua.send(&text).await;
+    assert_eq!(e.final_response().await.status(), Some(500));
+    let (code, v) = e
+        .post(
+            "/cpim/v1/unsubscribe",
+            json!({"watcher": "pres:dora@xmpp.example.org", "target": "pres:bob@sip.example.net"}),
+        )
+        .await;
+    assert_eq!(code, 503, "{v}");
+    quiet(&e).await;
+    assert!(e.adapter.calls("notify").is_empty());
+}
+
+/// Nothing reaches the SIP side for a while.
+async fn quiet(e: &Env) {
+    let m = e.ua.recv(Duration::from_millis(600)).await;
+    assert!(m.is_none(), "nothing may be sent: {m:?}");
+}
+
+/// The transID the gateway computes for `watcher_subscribe(1, 600, None)`.
+fn trans_id_of_first_subscribe() -> String {
+    trans_id(
+        "s2c-1",
+        "sip:carol@xmpp.example.org",
+        "sip:bob@sip.example.net",
+        1,
+        "wb",
+        "sip:carol@xmpp.example.org",
+    )
 }

@@ -91,6 +91,9 @@ enum Cmd {
     },
     /// A read-only look for the admin views and metrics (`admin.rs`).
     Inspect(Box<dyn FnOnce(&mut Actor) + Send>),
+    /// A commit failed: undo what its change did in memory, so that memory
+    /// says what the store says (run on the actor's task).
+    Repair(Box<dyn FnOnce(&mut Actor) + Send>),
 }
 
 /// A SUBSCRIBE the gateway sent, by Call-ID and our tag.
@@ -387,7 +390,7 @@ impl Actor {
                 refresh,
             } => self.adapter_answered(*st, id, outcome, refresh),
             Cmd::NotifyDone { id, ok } => self.notify_done(&id, ok),
-            Cmd::Inspect(f) => f(self),
+            Cmd::Inspect(f) | Cmd::Repair(f) => f(self),
         }
     }
 
@@ -566,7 +569,18 @@ impl Actor {
         // The CSeq used is durable before the request leaves.
         let me = self.me.clone();
         let layer_sender = (self.layer.clone(), self.resolver.clone());
-        self.commit_then(batch, vec![], move |_| {
+        self.commit_then(batch, vec![], move |ok| {
+            if !ok {
+                // Not sent: the adapter (if it asked) learns the failure.
+                let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
+                    if let Some(p) = a.pending.remove(&key) {
+                        if let Some(tx) = p.reply {
+                            let _ = tx.send(Err(store_failure()));
+                        }
+                    }
+                })));
+                return;
+            }
             let (layer, resolver) = layer_sender;
             tokio::spawn(async move {
                 let outcome = match resolver.resolve(&next_hop).await {
@@ -624,7 +638,10 @@ impl Actor {
                 code: (status == Status::Failure).then_some(code),
                 reason: (status == Status::Failure).then_some(reason),
             };
-            self.commit_then(batch, vec![], move |_| answer(Ok(resp)));
+            // "Unsubscribed" only once the end is durable.
+            self.commit_then(batch, vec![], move |ok| {
+                answer(if ok { Ok(resp) } else { Err(store_failure()) })
+            });
             return;
         }
         let Ok(resp) = outcome.as_ref().map_err(|_| ()).and_then(|r| {
@@ -718,11 +735,7 @@ impl Actor {
             reason: None,
         };
         self.commit_then(batch, vec![], move |ok| {
-            answer(if ok {
-                Ok(r)
-            } else {
-                Err(ApiError::Unavailable("store failure".into()))
-            })
+            answer(if ok { Ok(r) } else { Err(store_failure()) })
         });
     }
 
@@ -1102,7 +1115,9 @@ impl Actor {
             r.set_header(HeaderName::To, to_with_tag(req, &our_tag));
             r.push_header(HeaderName::Expires, "0");
             let mut notify = None;
+            let mut removed = None;
             if let Some(e) = self.dialogs.remove(&id) {
+                removed = Some(e.rec.clone());
                 batch.delete(Tree::Dialogs, id.as_bytes().to_vec());
                 let reason = if requested == 0 {
                     "timeout"
@@ -1115,9 +1130,33 @@ impl Actor {
                     None,
                 ));
             }
-            let (layer, resolver) = (self.layer.clone(), self.resolver.clone());
-            self.commit_then(batch, vec![], move |_| {
+            let (layer, resolver, me) =
+                (self.layer.clone(), self.resolver.clone(), self.me.clone());
+            self.commit_then(batch, vec![], move |ok| {
+                if !ok {
+                    // The store still holds the dialog: so does memory.
+                    if let Some(rec) = removed {
+                        let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
+                            let id = rec.id.clone();
+                            a.dialogs.insert(
+                                id,
+                                Entry {
+                                    rec,
+                                    in_flight: false,
+                                    latest: None,
+                                },
+                            );
+                        })));
+                    }
+                }
                 tokio::spawn(async move {
+                    if !ok {
+                        // The end is not durable: neither a 2xx nor the
+                        // final NOTIFY (the watcher may try again).
+                        let r = st.reply(500, "Server Internal Error (store failure)");
+                        let _ = st.respond(r).await;
+                        return;
+                    }
                     let _ = st.respond(r).await;
                     if let Some((m, hop, _)) = notify {
                         let _ = send(&layer, &resolver, m, &hop).await;
@@ -1134,6 +1173,7 @@ impl Actor {
         } else {
             SubState::Active
         };
+        let created = !self.dialogs.contains_key(&id);
         let rec = match self.dialogs.get_mut(&id) {
             Some(e) => {
                 e.rec.expires_at = now + i64::from(duration) * 1000;
@@ -1204,7 +1244,24 @@ impl Actor {
         self.dialogs.get_mut(&id).expect("inserted").rec = rec2.clone();
         batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&rec2));
         let (layer, resolver, me) = (self.layer.clone(), self.resolver.clone(), self.me.clone());
-        self.commit_then(batch, vec![], move |_| {
+        self.commit_then(batch, vec![], move |ok| {
+            if !ok {
+                // No 202 and no NOTIFY for a dialog that is not durable; a
+                // new one is forgotten again (a refresh keeps its dialog,
+                // whose stored expiry still stands).
+                tokio::spawn(async move {
+                    let r = st.reply(500, "Server Internal Error (store failure)");
+                    let _ = st.respond(r).await;
+                });
+                let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
+                    if created {
+                        a.dialogs.remove(&id);
+                    } else if let Some(e) = a.dialogs.get_mut(&id) {
+                        e.in_flight = false;
+                    }
+                })));
+                return;
+            }
             tokio::spawn(async move {
                 let _ = st.respond(r).await;
                 let ok = send(&layer, &resolver, m, &hop).await;
@@ -1326,8 +1383,19 @@ impl Actor {
             let _ = reply.send(if ok {
                 Ok(CpimResponse::success(&trans_id, None))
             } else {
-                Err(ApiError::Unavailable("store failure".into()))
+                Err(store_failure())
             });
+            if !ok {
+                // Their CSeqs are not durable: no NOTIFY goes out.
+                let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
+                    for (id, _, _) in sends {
+                        if let Some(e) = a.dialogs.get_mut(&id) {
+                            e.in_flight = false;
+                        }
+                    }
+                })));
+                return;
+            }
             for (id, m, hop) in sends {
                 let (layer, resolver, me) = (layer.clone(), resolver.clone(), me.clone());
                 tokio::spawn(async move {
@@ -1354,10 +1422,14 @@ impl Actor {
                 trans_id: Some(e.rec.trans_id),
             };
             let adapter = self.adapter.clone();
-            self.commit_then(batch, vec![], move |_| {
-                tokio::spawn(async move {
-                    let _ = adapter.unsubscribe(&u).await;
-                });
+            self.commit_then(batch, vec![], move |ok| {
+                // Not durable: the dialog comes back at the next start and
+                // ends then; the CPIM side hears of it once.
+                if ok {
+                    tokio::spawn(async move {
+                        let _ = adapter.unsubscribe(&u).await;
+                    });
+                }
             });
             return;
         }
@@ -1379,7 +1451,16 @@ impl Actor {
                 self.me.clone(),
                 id.to_owned(),
             );
-            self.commit_then(batch, vec![], move |_| {
+            self.commit_then(batch, vec![], move |ok| {
+                if !ok {
+                    // The CSeq is not durable: nothing is sent with it.
+                    let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
+                        if let Some(e) = a.dialogs.get_mut(&id) {
+                            e.in_flight = false;
+                        }
+                    })));
+                    return;
+                }
                 tokio::spawn(async move {
                     let ok = send(&layer, &resolver, m, &hop).await;
                     let _ = me.send(Cmd::NotifyDone { id, ok });
@@ -1411,13 +1492,22 @@ impl Actor {
             self.resolver.clone(),
             self.adapter.clone(),
         );
-        self.commit_then(batch, vec![], move |_| {
-            tokio::spawn(async move {
-                let _ = adapter.unsubscribe(&u).await;
-                let _ = send(&layer, &resolver, m, &hop).await;
-            });
+        self.commit_then(batch, vec![], move |ok| {
+            // Not durable: the dialog, expired, is loaded and ended at the
+            // next start; nothing is sent that the store does not say.
+            if ok {
+                tokio::spawn(async move {
+                    let _ = adapter.unsubscribe(&u).await;
+                    let _ = send(&layer, &resolver, m, &hop).await;
+                });
+            }
         });
     }
+}
+
+/// What the HTTP side answers when a change could not be made durable.
+fn store_failure() -> ApiError {
+    ApiError::Unavailable("store failure: the change is not durable".into())
 }
 
 /// The request's To with our tag.

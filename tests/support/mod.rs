@@ -362,3 +362,47 @@ pub fn pidf(entity: &str, id: &str, basic: &str, note: &str, ts: &str) -> String
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"{entity}\">\r\n<tuple id=\"{id}\"><status><basic>{basic}</basic></status><note>{note}</note><timestamp>{ts}</timestamp></tuple>\r\n</presence>\r\n"
     )
 }
+
+/// A store that fails its commits while `fail` is set (fault injection for
+/// "acknowledged means durable"); reads and successful commits go to `inner`.
+pub struct FailingStore {
+    pub inner: std::sync::Arc<dyn sip_cpim_gateway::store::Store>,
+    pub fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl sip_cpim_gateway::store::Store for FailingStore {
+    fn get(
+        &self,
+        tree: sip_cpim_gateway::store::Tree,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, sip_cpim_gateway::store::StoreError> {
+        self.inner.get(tree, key)
+    }
+
+    fn visit(
+        &self,
+        tree: sip_cpim_gateway::store::Tree,
+        f: sip_cpim_gateway::store::Visitor<'_>,
+    ) -> Result<(), sip_cpim_gateway::store::StoreError> {
+        self.inner.visit(tree, f)
+    }
+
+    fn commit(
+        &self,
+        batch: sip_cpim_gateway::store::Batch,
+    ) -> sip_cpim_gateway::store::CommitFuture {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            Box::pin(async {
+                Err(sip_cpim_gateway::store::StoreError::Io(
+                    "injected commit failure".into(),
+                ))
+            })
+        } else {
+            self.inner.commit(batch)
+        }
+    }
+
+    fn flush(&self) -> Result<(), sip_cpim_gateway::store::StoreError> {
+        self.inner.flush()
+    }
+}
