@@ -967,3 +967,62 @@ fn trans_id_of_first_subscribe() -> String {
         "sip:carol@xmpp.example.org",
     )
 }
+
+/// RFC 3263 §4.3: the gateway's requests fail over between the targets of
+/// their next hop — here a domain's static routes in order: a TCP hop that
+/// refuses the connection (transport error), then one that answers 503,
+/// then one that answers 200. Each attempt is a new transaction (new
+/// branch), and the CPIM side hears the last answer.
+#[tokio::test]
+async fn requests_fail_over_between_the_targets_of_their_next_hop() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    }; // dropped: nothing listens there any more
+    let busy = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    let e = env_with("", move |cfg, _| {
+        cfg.sip.listen.push("tcp:127.0.0.1:0".into());
+        let last = cfg.sip.routes.remove(0); // the test UA
+        cfg.sip.routes = vec![
+            StaticRoute {
+                domain: "sip.example.net".into(),
+                next_hop: format!("tcp:{closed}"),
+            },
+            StaticRoute {
+                domain: "sip.example.net".into(),
+                next_hop: format!("udp:{busy_addr}"),
+            },
+            last,
+        ];
+    })
+    .await;
+    let t = e.subscribe(
+        "pres:alice@xmpp.example.org",
+        "pres:bob@sip.example.net",
+        600,
+    );
+    // The second route answers 503.
+    let (first, _) = support::recv_udp(&busy, W).await.expect("a SUBSCRIBE");
+    assert_eq!(first.method(), Some(&Method::Subscribe));
+    let r = Message::response_to(&first, 503, "Service Unavailable");
+    busy.send_to(&r.to_bytes(), e.ua.server).await.unwrap();
+    // The third gets the same request as a new transaction.
+    let sub = e.next_request().await;
+    assert_eq!(sub.method(), Some(&Method::Subscribe));
+    assert_eq!(sub.call_id(), first.call_id());
+    assert_eq!(sub.cseq().unwrap().seq, first.cseq().unwrap().seq);
+    assert_ne!(
+        sub.top_via().unwrap().branch(),
+        first.top_via().unwrap().branch()
+    );
+    e.answer(&sub, 200, "bobtag", 600).await;
+    let (code, v) = t.await.unwrap();
+    assert_eq!((code, v["status"].as_str()), (200, Some("success")), "{v}");
+    // Nothing more reaches the 503 target.
+    assert!(
+        support::recv_udp(&busy, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}

@@ -510,22 +510,11 @@ impl Actor {
         let resolver = self.resolver.clone();
         let me = self.me.clone();
         tokio::spawn(async move {
-            let outcome = match resolver.resolve(&next_hop).await {
-                Ok(targets) if !targets.is_empty() => {
-                    let mut out = Err(503);
-                    for t in targets {
-                        match layer.send_request(m.clone(), t).await {
-                            Ok(resp) => {
-                                out = Ok(Box::new(resp));
-                                break;
-                            }
-                            Err(e) => out = Err(e.status_code()),
-                        }
-                    }
-                    out
-                }
-                _ => Err(404),
-            };
+            let outcome = layer
+                .send_with_failover(&resolver, &next_hop, m)
+                .await
+                .map(Box::new)
+                .map_err(|e| e.status_code());
             let _ = me.send(Cmd::SubscribeDone { key, outcome });
         });
     }
@@ -583,14 +572,11 @@ impl Actor {
             }
             let (layer, resolver) = layer_sender;
             tokio::spawn(async move {
-                let outcome = match resolver.resolve(&next_hop).await {
-                    Ok(t) if !t.is_empty() => layer
-                        .send_request(m, t[0].clone())
-                        .await
-                        .map(Box::new)
-                        .map_err(|e| e.status_code()),
-                    _ => Err(404),
-                };
+                let outcome = layer
+                    .send_with_failover(&resolver, &next_hop, m)
+                    .await
+                    .map(Box::new)
+                    .map_err(|e| e.status_code());
                 let _ = me.send(Cmd::SubscribeDone { key, outcome });
             });
         });
@@ -1522,17 +1508,10 @@ fn to_with_tag(req: &Message, tag: &str) -> String {
     }
 }
 
-/// Sends an in-dialog request; true on a 2xx.
+/// Sends an in-dialog request (failing over, RFC 3263 §4.3); true on a 2xx.
 async fn send(layer: &TransactionLayer, resolver: &Resolver, m: Message, hop: &Uri) -> bool {
-    let Ok(targets) = resolver.resolve(hop).await else {
-        return false;
-    };
-    for t in targets {
-        match layer.send_request(m.clone(), t).await {
-            Ok(r) => return r.status().is_some_and(|c| (200..300).contains(&c)),
-            Err(crate::transaction::ClientError::Transport(_)) => continue,
-            Err(_) => return false,
-        }
-    }
-    false
+    layer
+        .send_with_failover(resolver, hop, m)
+        .await
+        .is_ok_and(|r| r.status().is_some_and(|c| (200..300).contains(&c)))
 }

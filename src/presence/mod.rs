@@ -25,7 +25,7 @@ use crate::delivery::{Adapter, Staged};
 use crate::dialog_table::{DialogOwner, DialogTable};
 use crate::sip::{Message, Method, Uri};
 use crate::store::{Batch, Store, StoreError, Tree};
-use crate::transaction::{ClientError, ServerTransaction, TransactionLayer};
+use crate::transaction::{ServerTransaction, TransactionLayer};
 use crate::transport::Resolver;
 use bytes::Bytes;
 use compose::Published;
@@ -835,39 +835,27 @@ pub(crate) fn cpim_sub_id(watcher: &str, target: &str) -> String {
     format!("cpim;{watcher};{target}")
 }
 
-/// Sends one NOTIFY and classifies the result (RFC 6665 §4.2.2).
+/// Sends one NOTIFY (failing over between targets, RFC 3263 §4.3) and
+/// classifies the result (RFC 6665 §4.2.2).
 async fn send_notify(
     layer: &TransactionLayer,
     resolver: &Resolver,
     msg: Message,
     next_hop: &Uri,
 ) -> NotifyOutcome {
-    let targets = match resolver.resolve(next_hop).await {
-        Ok(t) if !t.is_empty() => t,
-        _ => return NotifyOutcome::Fatal,
-    };
-    let mut last = NotifyOutcome::Fatal;
-    for t in targets {
-        match layer.send_request(msg.clone(), t).await {
-            Ok(resp) => {
-                let code = resp.status().unwrap_or(500);
-                return match code {
-                    200..=299 => NotifyOutcome::Delivered,
-                    _ if code != 481
-                        && code != 408
-                        && resp.retry_after().ok().flatten().is_some() =>
-                    {
-                        NotifyOutcome::Transient
-                    }
-                    _ => NotifyOutcome::Fatal,
-                };
+    match layer.send_with_failover(resolver, next_hop, msg).await {
+        Ok(resp) => {
+            let code = resp.status().unwrap_or(500);
+            match code {
+                200..=299 => NotifyOutcome::Delivered,
+                _ if code != 481 && code != 408 && resp.retry_after().ok().flatten().is_some() => {
+                    NotifyOutcome::Transient
+                }
+                _ => NotifyOutcome::Fatal,
             }
-            // RFC 3263 §4.3: a transport failure tries the next target.
-            Err(ClientError::Transport(_)) => last = NotifyOutcome::Fatal,
-            Err(_) => return NotifyOutcome::Fatal,
         }
+        Err(_) => NotifyOutcome::Fatal,
     }
-    last
 }
 
 #[cfg(test)]

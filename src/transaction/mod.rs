@@ -20,7 +20,8 @@ use crate::sip::{
 };
 use crate::transport::routing::ResponseTarget;
 use crate::transport::{
-    Inbound, Proto, Source, Target, Transmit, TransportError, response_target, stamp_received,
+    Inbound, Proto, Resolver, Source, Target, Transmit, TransportError, response_target,
+    stamp_received,
 };
 use bytes::Bytes;
 use client::{ClientAction, ClientNonInvite};
@@ -60,6 +61,9 @@ pub enum ClientError {
     /// The request cannot be sent as built.
     #[error("invalid request: {0}")]
     Invalid(&'static str),
+    /// The next hop resolved to no target at all (RFC 3263 §4).
+    #[error("no target for {0}")]
+    NoTarget(String),
 }
 
 impl ClientError {
@@ -69,6 +73,8 @@ impl ClientError {
             ClientError::Timeout(_) => 408,
             ClientError::Transport(_) => 503,
             ClientError::Invalid(_) => 400,
+            // Nothing to send to: as a proxy answers an unknown domain.
+            ClientError::NoTarget(_) => 404,
         }
     }
 }
@@ -636,6 +642,45 @@ impl TransactionLayer {
         let _ = self.shared.transport.send(resp.to_bytes(), target).await;
     }
 
+    /// Resolves `next_hop` (RFC 3263 §4) and sends `req` to its targets in
+    /// order until one of them answers: a transport error, a timeout (Timer
+    /// F) or a 503 moves on to the next target with a new transaction (RFC
+    /// 3263 §4.3, RFC 3261 §21.5.4); any other final response is the
+    /// answer. The last target's outcome is returned when all fail. Every
+    /// request the gateway originates (NOTIFY, SUBSCRIBE, in dialog or not)
+    /// goes through here, so they all fail over alike.
+    pub async fn send_with_failover(
+        &self,
+        resolver: &Resolver,
+        next_hop: &crate::sip::Uri,
+        req: Message,
+    ) -> Result<Message, ClientError> {
+        // Nothing to try (no route, no DNS answer): as for an unknown
+        // domain, 404 to whoever asked.
+        let mut targets = resolver
+            .resolve(next_hop)
+            .await
+            .map_err(|e| ClientError::NoTarget(e.to_string()))?
+            .into_iter()
+            .peekable();
+        while let Some(t) = targets.next() {
+            if targets.peek().is_none() {
+                // The last target: its outcome is the answer, whatever it is.
+                return self.send_request(req, t).await;
+            }
+            let answer = self.send_request(req.clone(), t).await;
+            let fail_over = match &answer {
+                Ok(r) => r.status() == Some(503),
+                Err(ClientError::Transport(_) | ClientError::Timeout(_)) => true,
+                Err(ClientError::Invalid(_) | ClientError::NoTarget(_)) => false,
+            };
+            if !fail_over {
+                return answer;
+            }
+        }
+        Err(ClientError::NoTarget(next_hop.to_string()))
+    }
+
     /// Sends `req` as a new client transaction to `target` and waits for the
     /// final response. A top Via with a fresh branch is added here; a UDP
     /// request larger than the MTU threshold goes over TCP (§18.1.1).
@@ -668,6 +713,7 @@ impl TransactionLayer {
                     ClientError::Timeout(_) => "timeout",
                     ClientError::Transport(_) => "transport",
                     ClientError::Invalid(_) => "invalid",
+                    ClientError::NoTarget(_) => "no_target",
                 };
                 metrics::counter!(m::SIP_CLIENT_FAILURES, "method" => method, "reason" => reason)
                     .increment(1);

@@ -36,12 +36,15 @@ impl Resolver {
         })
     }
 
-    /// The static route for a domain, if any.
-    pub fn static_route(&self, domain: &str) -> Option<&Target> {
+    /// The static routes for a domain, in configuration order: the first
+    /// is the primary next hop, the others its backups, tried in turn when
+    /// it fails (RFC 3263 §4.3, as for the targets of an SRV set).
+    pub fn static_routes(&self, domain: &str) -> Vec<Target> {
         self.routes
             .iter()
-            .find(|(d, _)| d.eq_ignore_ascii_case(domain))
-            .map(|(_, t)| t)
+            .filter(|(d, _)| d.eq_ignore_ascii_case(domain))
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     async fn dns(&self) -> Result<&TokioResolver, TransportError> {
@@ -85,8 +88,9 @@ impl Resolver {
             "tls" => Some(Proto::Tls),
             _ => None,
         });
-        if let Some(t) = self.static_route(&host) {
-            return Ok(vec![t.clone()]);
+        let routed = self.static_routes(&host);
+        if !routed.is_empty() {
+            return Ok(routed);
         }
         let default_proto = if secure { Proto::Tls } else { Proto::Udp };
         let named = |proto: Proto, addr: SocketAddr| Target {
