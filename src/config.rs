@@ -2,6 +2,8 @@
 //! default; unknown keys are errors.
 
 use crate::sip::Limits;
+use crate::transport::Proto;
+pub use crate::transport::{Listener, StaticRoute, parse_listener};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -136,14 +138,6 @@ pub struct TlsConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticRoute {
-    pub domain: String,
-    /// `transport:host:port`.
-    pub next_hop: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CpimConfig {
     pub listen: String,
@@ -268,50 +262,6 @@ impl Default for LogConfig {
             level: "info".into(),
         }
     }
-}
-
-/// A SIP listener address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listener {
-    pub transport: ListenTransport,
-    pub addr: SocketAddr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenTransport {
-    Udp,
-    Tcp,
-    Tls,
-}
-
-impl std::fmt::Display for Listener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let t = match self.transport {
-            ListenTransport::Udp => "udp",
-            ListenTransport::Tcp => "tcp",
-            ListenTransport::Tls => "tls",
-        };
-        write!(f, "{t}:{}", self.addr)
-    }
-}
-
-/// Parses `udp:HOST:PORT` (IPv6 hosts in brackets).
-pub fn parse_listener(s: &str) -> Result<Listener, String> {
-    let (t, addr) = s.split_once(':').ok_or("expected transport:host:port")?;
-    let transport = match t.to_ascii_lowercase().as_str() {
-        "udp" => ListenTransport::Udp,
-        "tcp" => ListenTransport::Tcp,
-        "tls" => ListenTransport::Tls,
-        _ => {
-            return Err(format!(
-                "unknown transport {t:?} (expected udp, tcp or tls)"
-            ));
-        }
-    };
-    let addr = addr
-        .parse::<SocketAddr>()
-        .map_err(|_| format!("{addr:?} is not an IP address and port"))?;
-    Ok(Listener { transport, addr })
 }
 
 impl Config {
@@ -446,7 +396,7 @@ impl Config {
         let mut tls = false;
         for l in &self.sip.listen {
             match parse_listener(l) {
-                Ok(l) => tls |= l.transport == ListenTransport::Tls,
+                Ok(l) => tls |= l.transport == Proto::Tls,
                 Err(m) => bad("sip.listen", format!("{l:?}: {m}")),
             }
         }

@@ -5,6 +5,7 @@
 //! here is only SP and HTAB. Every parser is a `complete` parser: running out
 //! of input is an error, never "incomplete".
 
+use bytestring::ByteString;
 use nom::{
     IResult, Parser,
     bytes::complete::{take_while, take_while1},
@@ -335,6 +336,18 @@ pub(crate) fn comment(i: In<'_>) -> PResult<'_, In<'_>> {
 #[inline]
 pub(crate) fn offset_in(whole: &[u8], part: &[u8]) -> usize {
     (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
+}
+
+/// Slice `part` (a sub-slice of `src`) out as a `ByteString`.
+///
+/// Invariant: `part` starts and ends at ASCII boundaries of `src`, so the
+/// slice is valid UTF-8 (continuation bytes are never ASCII).
+pub(crate) fn bs_slice(src: &ByteString, part: &[u8]) -> ByteString {
+    let off = offset_in(src.as_bytes(), part);
+    match src.get(off..off + part.len()) {
+        Some(s) => src.slice_ref(s),
+        None => ByteString::from(String::from_utf8_lossy(part).into_owned()),
+    }
 }
 
 #[cfg(test)]

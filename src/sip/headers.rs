@@ -6,10 +6,11 @@
 //! copy text. Every type prints itself in canonical wire form (`Display`).
 
 use super::error::ValueError;
+use super::grammar::bs_slice;
 use super::grammar::{self as g, In, PResult, fail, peek_sep, quoted_string, sep, sws, token};
 use super::method::Method;
 use super::params::{Param, Params, header_params};
-use super::uri::{Host, Uri, UriContext, bs_slice, host, uri};
+use super::uri::{Host, Uri, UriContext, host, uri};
 use bytestring::ByteString;
 use nom::Parser;
 use nom::bytes::complete::take_while1;

@@ -1,7 +1,8 @@
 //! `;name=value` parameter lists of URIs and header values.
 
-use super::grammar::{self as g, In, PResult, fail, is_token_char, quoted_string, sep, sws};
-use super::uri::bs_slice;
+use super::grammar::{
+    self as g, In, PResult, bs_slice, fail, is_token_char, quoted_string, sep, sws,
+};
 use bytestring::ByteString;
 use std::fmt;
 

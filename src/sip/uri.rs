@@ -3,7 +3,7 @@
 //! opaque (RFC 4475 §3.3.2/§3.3.4 require parsing them).
 
 use super::grammar::{
-    self as g, In, PResult, escaped_run, fail, is_escape, is_hnv_char, is_hostname_char,
+    self as g, In, PResult, bs_slice, escaped_run, fail, is_escape, is_hnv_char, is_hostname_char,
     is_param_char, is_password_char, is_scheme_char, is_uric, is_user_char,
 };
 use super::params::{Param, Params};
@@ -428,18 +428,6 @@ fn parse_host_str(h: &str) -> Host {
 // ---------------------------------------------------------------------------
 // Parsers. `src` is the buffer the input slices come from, so parts can be
 // kept as cheap `ByteString` slices of it.
-
-/// Slice `part` (a sub-slice of `src`) out as a `ByteString`.
-///
-/// Invariant: `part` starts and ends at ASCII boundaries of `src`, so the
-/// slice is valid UTF-8 (continuation bytes are never ASCII).
-pub(crate) fn bs_slice(src: &ByteString, part: &[u8]) -> ByteString {
-    let off = g::offset_in(src.as_bytes(), part);
-    match src.get(off..off + part.len()) {
-        Some(s) => src.slice_ref(s),
-        None => ByteString::from(String::from_utf8_lossy(part).into_owned()),
-    }
-}
 
 /// `host` (RFC 3261 §25.1): hostname, IPv4address or IPv6reference.
 pub(crate) fn host<'a>(src: &ByteString) -> impl Fn(In<'a>) -> PResult<'a, Host> + '_ {

@@ -7,16 +7,17 @@
 //! [`Inbound`] channel (everything received, parsed or not).
 
 mod conn;
+mod listener;
 pub mod resolve;
 pub mod routing;
 mod tls;
 mod udp;
 
 pub use conn::ConnId;
+pub use listener::{Listener, StaticRoute, parse_listener};
 pub use resolve::Resolver;
 pub use routing::{response_target, stamp_received};
 
-use crate::config::{ListenTransport, Listener};
 use crate::sip::{Limits, Message, ParseError};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -61,16 +62,6 @@ impl Proto {
             crate::sip::Transport::Tcp => Some(Proto::Tcp),
             crate::sip::Transport::Tls => Some(Proto::Tls),
             _ => None,
-        }
-    }
-}
-
-impl From<ListenTransport> for Proto {
-    fn from(t: ListenTransport) -> Proto {
-        match t {
-            ListenTransport::Udp => Proto::Udp,
-            ListenTransport::Tcp => Proto::Tcp,
-            ListenTransport::Tls => Proto::Tls,
         }
     }
 }
@@ -208,7 +199,7 @@ impl TransportLayer {
         let mut local = Vec::new();
         for l in &config.listeners {
             match l.transport {
-                ListenTransport::Udp => {
+                Proto::Udp => {
                     let receivers = std::thread::available_parallelism().map_or(2, |n| n.get());
                     let ep = udp::UdpEndpoint::bind(
                         l.addr,
@@ -221,11 +212,11 @@ impl TransportLayer {
                     local.push((Proto::Udp, ep.local_addr()));
                     udp.push(ep);
                 }
-                ListenTransport::Tcp => {
+                Proto::Tcp => {
                     let a = conns.listen(l.addr, None).await?;
                     local.push((Proto::Tcp, a));
                 }
-                ListenTransport::Tls => {
+                Proto::Tls => {
                     let acceptor = tls_server.clone().ok_or_else(|| {
                         std::io::Error::new(
                             std::io::ErrorKind::InvalidInput,

@@ -2,8 +2,7 @@
 //! `gateway.toml` first, then RFC 3263 §4 (NAPTR → SRV → A/AAAA) through
 //! hickory-resolver.
 
-use super::{Proto, Target, TransportError};
-use crate::config::{StaticRoute, parse_listener};
+use super::{Proto, StaticRoute, Target, TransportError, parse_listener};
 use crate::sip::{Host, Scheme, Uri};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::rr::{RData, RecordType};
@@ -27,7 +26,7 @@ impl Resolver {
                 parse_listener(&r.next_hop).map_err(|e| format!("route for {}: {e}", r.domain))?;
             out.push((
                 r.domain.to_ascii_lowercase(),
-                Target::new(l.transport.into(), l.addr),
+                Target::new(l.transport, l.addr),
             ));
         }
         Ok(Resolver {

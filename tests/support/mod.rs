@@ -5,9 +5,9 @@
 pub mod adapter;
 
 use bytes::Bytes;
-use sip_cpim_gateway::config::{ListenTransport, Listener};
 use sip_cpim_gateway::sip::{Limits, Message, Method, StreamParser, parse_datagram};
 use sip_cpim_gateway::transaction::{Timers, TransactionLayer, UasPolicy};
+use sip_cpim_gateway::transport::Listener;
 use sip_cpim_gateway::transport::{Proto, TlsSettings, TransportConfig, TransportLayer};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -84,10 +84,7 @@ pub async fn start(opts: Opts) -> TestServer {
         transport: t,
         addr: a.parse().unwrap(),
     };
-    let mut listeners = vec![
-        l(ListenTransport::Udp, "127.0.0.1:0"),
-        l(ListenTransport::Tcp, "127.0.0.1:0"),
-    ];
+    let mut listeners = vec![l(Proto::Udp, "127.0.0.1:0"), l(Proto::Tcp, "127.0.0.1:0")];
     let (mut tls, mut dir, mut cert_pem) = (None, None, None);
     if opts.tls {
         let d = TempDir::new("tls");
@@ -106,7 +103,7 @@ pub async fn start(opts: Opts) -> TestServer {
             ca: None,
         });
         dir = Some(d);
-        listeners.push(l(ListenTransport::Tls, "127.0.0.1:0"));
+        listeners.push(l(Proto::Tls, "127.0.0.1:0"));
     }
     let config = TransportConfig {
         listeners,
