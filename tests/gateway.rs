@@ -1026,3 +1026,92 @@ async fn requests_fail_over_between_the_targets_of_their_next_hop() {
             .is_none()
     );
 }
+
+/// The CPIM side ends a SIP watcher's subscription (an XMPP user refuses
+/// or revokes it): `POST /cpim/v1/notify` with `state: terminated` and a
+/// reason gives the watcher its final NOTIFY `terminated;reason=…` (RFC 6665
+/// §4.2.2), removes the dialog (a refresh is then 481), and sends nothing
+/// back to the adapter. A state that is not a subscription state is 400 and
+/// changes nothing; `pending` is carried as pending.
+#[tokio::test]
+async fn cpim_notify_carries_pending_and_terminated_states() {
+    let e = env("").await;
+    let mut notifies = Vec::new();
+    let r =
+        e.ua.request(&watcher_subscribe(1, 600, None), &mut notifies)
+            .await;
+    assert_eq!(r.status(), Some(202));
+    let tid = r.to().unwrap().tag().unwrap().to_owned();
+    if notifies.is_empty() {
+        e.ua.notify(W, 200).await.unwrap();
+    }
+    let pair =
+        json!({"watcher": "pres:bob@sip.example.net", "target": "pres:carol@xmpp.example.org"});
+    let with = |extra: Value| {
+        let mut v = pair.clone();
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    // Not a state: 400, nothing sent.
+    let (code, v) = e
+        .post(
+            "/cpim/v1/notify",
+            with(
+                json!({"state": "paused", "presence": {"tuples": [{"id": "c", "basic": "open"}]}}),
+            ),
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = e
+        .post(
+            "/cpim/v1/notify",
+            with(json!({"reason": "rejected", "presence": {"tuples": [{"id": "c", "basic": "open"}]}})),
+        )
+        .await;
+    assert_eq!(code, 400, "a reason without terminated: {v}");
+    quiet(&e).await;
+    // pending → NOTIFY pending.
+    let e2 = &e;
+    let post = async move {
+        e2.post(
+            "/cpim/v1/notify",
+            with(json!({"state": "pending", "presence": {"tuples": [{"id": "c", "basic": "closed"}]}})),
+        )
+        .await
+    };
+    let ((code, _), n) = tokio::join!(post, e.ua.notify(W, 200));
+    assert_eq!(code, 200);
+    let n = n.unwrap();
+    assert_eq!(
+        n.subscription_state().unwrap().unwrap().state,
+        SubState::Pending
+    );
+    // terminated;reason=rejected, no body needed.
+    let e2 = &e;
+    let post = async move {
+        e2.post(
+            "/cpim/v1/notify",
+            with(json!({"state": "terminated", "reason": "rejected", "presence": {}})),
+        )
+        .await
+    };
+    let ((code, v), last) = tokio::join!(post, e.ua.notify(W, 200));
+    assert_eq!((code, v["status"].as_str()), (200, Some("success")), "{v}");
+    let last = last.unwrap();
+    let ss = last.subscription_state().unwrap().unwrap();
+    assert_eq!(
+        (ss.state.clone(), ss.reason()),
+        (SubState::Terminated, Some("rejected"))
+    );
+    assert!(last.cseq().unwrap().seq > n.cseq().unwrap().seq);
+    // The dialog is gone, and the adapter heard nothing back.
+    let mut none = Vec::new();
+    let r =
+        e.ua.request(&watcher_subscribe(2, 600, Some(&tid)), &mut none)
+            .await;
+    assert_eq!(r.status(), Some(481));
+    assert!(e.adapter.calls("unsubscribe").is_empty());
+    assert_eq!(e.adapter.calls("subscribe").len(), 1);
+}

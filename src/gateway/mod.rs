@@ -1297,28 +1297,55 @@ impl Actor {
             (Ok(w), Ok(t)) => (w, t),
             (Err(e), _) | (_, Err(e)) => return drop(reply.send(Err(e))),
         };
-        // The body exactly as carried, or PIDF rendered from the tuples.
-        let (ct, body) = match (&req.presence.body, &req.presence.tuples) {
-            (Some(b), _) => (
+        // The subscription state the CPIM side reports (docs/cpim-api.md):
+        // active unless it says pending or terminated; a reason only with
+        // terminated (RFC 6665 §4.1.3 reason codes are tokens).
+        let state = match req.state.as_deref() {
+            None | Some("active") => SubState::Active,
+            Some("pending") => SubState::Pending,
+            Some("terminated") => SubState::Terminated,
+            Some(other) => {
+                return drop(reply.send(Err(ApiError::BadRequest(format!(
+                    "state: {other:?} is not active, pending or terminated"
+                )))));
+            }
+        };
+        if let Some(r) = &req.reason {
+            if state != SubState::Terminated
+                || r.is_empty()
+                || !r.bytes().all(crate::sip::grammar_token_char)
+            {
+                return drop(reply.send(Err(ApiError::BadRequest(
+                    "reason: a token, and only with state terminated".into(),
+                ))));
+            }
+        }
+        // The body exactly as carried, or PIDF rendered from the tuples; a
+        // terminating notify may carry none.
+        let doc = match (&req.presence.body, &req.presence.tuples) {
+            (Some(b), _) => Some((
                 req.presence
                     .content_type
                     .clone()
                     .unwrap_or_else(|| "application/pidf+xml".into()),
                 b.clone(),
-            ),
-            (None, Some(t)) => (
+            )),
+            (None, Some(t)) => Some((
                 "application/pidf+xml".to_owned(),
                 cpim::doc_from_tuples(&target.with_scheme(Scheme::Pres).to_string(), t)
                     .render(crate::body::PresenceFormat::Pidf),
-            ),
+            )),
+            (None, None) if state == SubState::Terminated => None,
             (None, None) => {
                 return drop(reply.send(Err(ApiError::BadRequest(
                     "presence needs a body or tuples".into(),
                 ))));
             }
         };
-        if let Err(e) = crate::body::presence_of(&ct, &bytes::Bytes::from(body.clone())) {
-            return drop(reply.send(Err(ApiError::BadRequest(format!("presence body: {e}")))));
+        if let Some((ct, body)) = &doc {
+            if let Err(e) = crate::body::presence_of(ct, &bytes::Bytes::from(body.clone())) {
+                return drop(reply.send(Err(ApiError::BadRequest(format!("presence body: {e}")))));
+            }
         }
         let w_key = aor_key(&watcher);
         let t_key = aor_key(&target);
@@ -1341,6 +1368,15 @@ impl Actor {
             )));
             return;
         }
+        if state == SubState::Terminated {
+            return self.cpim_terminate(&ids, req.reason.as_deref(), doc, &trans_id, reply);
+        }
+        let Some((ct, body)) = doc else {
+            // Only a terminating notify may come without a document.
+            return drop(reply.send(Err(ApiError::BadRequest(
+                "presence needs a body or tuples".into(),
+            ))));
+        };
         let mut batch = Batch::default();
         let mut sends = Vec::new();
         for id in &ids {
@@ -1357,7 +1393,7 @@ impl Actor {
             let rec = e.rec.clone();
             let (m, hop, rec) = self.build_notify(
                 rec,
-                SubscriptionState::new(SubState::Active).with_param("expires", remaining),
+                SubscriptionState::new(state.clone()).with_param("expires", remaining),
                 Some((ct.clone(), body.clone())),
             );
             batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&rec));
@@ -1387,6 +1423,65 @@ impl Actor {
                 tokio::spawn(async move {
                     let ok = send(&layer, &resolver, m, &hop).await;
                     let _ = me.send(Cmd::NotifyDone { id, ok });
+                });
+            }
+        });
+    }
+
+    /// The CPIM side ended these SIP watchers' subscriptions (an XMPP user
+    /// refused or revoked them): each gets its final NOTIFY `terminated`,
+    /// with the reason given (RFC 6665 §4.2.2), and its state is removed.
+    /// Nothing goes back to the adapter: the end came from there.
+    fn cpim_terminate(
+        &mut self,
+        ids: &[String],
+        reason: Option<&str>,
+        doc: Option<(String, String)>,
+        trans_id: &str,
+        reply: oneshot::Sender<Result<CpimResponse, ApiError>>,
+    ) {
+        let mut batch = Batch::default();
+        let mut sends = Vec::new();
+        let mut removed = Vec::new();
+        for id in ids {
+            let Some(e) = self.dialogs.remove(id) else {
+                continue;
+            };
+            batch.delete(Tree::Dialogs, id.as_bytes().to_vec());
+            let mut ss = SubscriptionState::new(SubState::Terminated);
+            if let Some(r) = reason {
+                ss = ss.with_param("reason", r);
+            }
+            removed.push(e.rec.clone());
+            let (m, hop, _) = self.build_notify(e.rec, ss, doc.clone());
+            sends.push((m, hop));
+        }
+        let (layer, resolver, me) = (self.layer.clone(), self.resolver.clone(), self.me.clone());
+        let trans_id = trans_id.to_owned();
+        self.commit_then(batch, vec![], move |ok| {
+            if !ok {
+                let _ = reply.send(Err(store_failure()));
+                // The store still holds them: so does memory.
+                let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
+                    for rec in removed {
+                        let id = rec.id.clone();
+                        a.dialogs.insert(
+                            id,
+                            Entry {
+                                rec,
+                                in_flight: false,
+                                latest: None,
+                            },
+                        );
+                    }
+                })));
+                return;
+            }
+            let _ = reply.send(Ok(CpimResponse::success(&trans_id, None)));
+            for (m, hop) in sends {
+                let (layer, resolver) = (layer.clone(), resolver.clone());
+                tokio::spawn(async move {
+                    let _ = send(&layer, &resolver, m, &hop).await;
                 });
             }
         });
