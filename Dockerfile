@@ -33,12 +33,17 @@ WORKDIR /build
 # names src/lib.rs, src/main.rs and a bench (benches/parse.rs), so all three
 # placeholders exist; `cargo build` does not compile benches, tests or
 # dev-dependencies.
+# The workspace also names the XMPP adapter (xmpp-adapter/, its own image:
+# xmpp-adapter/Dockerfile): its manifest must be there for cargo to read the
+# workspace, and `-p sip-cpim-gateway` builds only the gateway.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+COPY xmpp-adapter/Cargo.toml ./xmpp-adapter/Cargo.toml
+RUN mkdir -p src benches xmpp-adapter/src \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \
     && echo 'fn main() {}' > benches/parse.rs \
-    && cargo build --release --locked \
+    && echo 'fn main() {}' > xmpp-adapter/src/main.rs \
+    && cargo build --release --locked -p sip-cpim-gateway \
     && rm -rf src benches
 
 # The real sources. COPY keeps the files' modification times, which can be
@@ -49,7 +54,7 @@ RUN mkdir -p src benches \
 COPY src ./src
 COPY benches ./benches
 RUN touch src/lib.rs src/main.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked -p sip-cpim-gateway \
     && install -D -m 0755 target/release/sip-cpim-gateway /out/sip-cpim-gateway \
     && /out/sip-cpim-gateway --version | grep '^sip-cpim-gateway '
 
