@@ -12,6 +12,7 @@ use crate::auth::{Authenticator, Verdict, challenge_response};
 use crate::dialog_table::{DialogOwner, DialogTable};
 use crate::gateway::Gateway;
 use crate::presence::PresenceAgent;
+use crate::reject::Reject;
 use crate::sip::{Message, Method};
 use crate::transaction::ServerTransaction;
 use crate::transport::Source;
@@ -33,9 +34,9 @@ pub struct Router {
     pub dialogs: Arc<DialogTable>,
 }
 
-/// Answers `st` with `code` at once.
-fn answer_with(st: ServerTransaction, code: u16, reason: &str) {
-    let r = st.reply(code, reason);
+/// Answers `st` at once with the response `why` maps to.
+fn refuse(st: ServerTransaction, why: Reject) {
+    let r = why.response(&st);
     answer(st, r);
 }
 
@@ -65,8 +66,7 @@ impl Router {
                 None
             }
             Verdict::Forbidden(why) => {
-                let r = st.reply(403, &format!("Forbidden ({why})"));
-                answer(st, r);
+                refuse(st, Reject::forbidden(why));
                 None
             }
             Verdict::Authenticated(user) => {
@@ -94,8 +94,7 @@ impl Router {
                     st.set_identity(identity);
                     Some(st)
                 } else {
-                    let r = st.reply(403, "Forbidden (not this user's AOR)");
-                    answer(st, r);
+                    refuse(st, Reject::forbidden("not this user's AOR"));
                     None
                 }
             }
@@ -115,7 +114,7 @@ impl Router {
                     req.from().and_then(|f| f.tag()).unwrap_or(""),
                 );
                 let Some(owner) = owner else {
-                    return answer_with(st, 481, "Subscription Does Not Exist");
+                    return refuse(st, Reject::DialogGone);
                 };
                 // A refresh is authenticated like the initial SUBSCRIBE; a
                 // NOTIFY comes from the notifier we subscribed to, which has
@@ -135,7 +134,7 @@ impl Router {
             }
             // RFC 6665 §4.1.3: a NOTIFY always belongs to a dialog (or to
             // a SUBSCRIBE we sent); without a To tag it matches none.
-            Some(Method::Notify) => answer_with(st, 481, "Subscription Does Not Exist"),
+            Some(Method::Notify) => refuse(st, Reject::DialogGone),
             Some(Method::Subscribe) => {
                 // A SUBSCRIBE to a CPIM-domain presentity is gatewayed (seed
                 // §7.1), after the same authentication as a local one: the
@@ -158,7 +157,7 @@ impl Router {
                     self.presence.handle(st)
                 }
             }
-            _ => answer_with(st, 405, "Method Not Allowed"),
+            _ => refuse(st, Reject::MethodNotAllowed),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::delivery::{Adapter, Staged};
 use crate::dialog::{Dialog, dialog_id};
 use crate::dialog_table::DialogTable;
 use crate::presence::{PresenceAgent, aor_key, now_ms};
+use crate::reject::Reject;
 use crate::sip::{HeaderName, Message, Method, Scheme, SubState, SubscriptionState, Uri};
 use crate::store::{Batch, Store, StoreError, Tree, codec};
 use crate::transaction::{ServerTransaction, TransactionLayer, random_token};
@@ -375,12 +376,7 @@ impl Actor {
             Cmd::Sip(st) => match st.request().method() {
                 Some(Method::Notify) => self.sip_notify(*st),
                 Some(Method::Subscribe) => self.sip_subscribe(*st),
-                _ => {
-                    tokio::spawn(async move {
-                        let r = st.reply(405, "Method Not Allowed");
-                        let _ = st.respond(r).await;
-                    });
-                }
+                _ => refuse(*st, Reject::MethodNotAllowed),
             },
             Cmd::SubscribeDone { key, outcome } => self.subscribe_done(key, outcome),
             Cmd::AdapterAnswered {
@@ -784,11 +780,7 @@ impl Actor {
         {
             Some(id) => self.send_in_dialog(&id, 0, Some(reply), true),
             // Unknown: failure, nothing sent (§7.2).
-            None => drop(reply.send(Ok(CpimResponse::failure(
-                &trans_id,
-                481,
-                "Subscription Does Not Exist",
-            )))),
+            None => drop(reply.send(Ok(Reject::DialogGone.cpim(&trans_id)))),
         }
     }
 
@@ -815,13 +807,11 @@ impl Actor {
             match self.early_dialog(&key, req) {
                 Some(id) => id,
                 None => {
-                    let closing = self.closing.get(&id).is_some_and(|until| *until > now_ms());
+                    if self.closing.get(&id).is_none_or(|until| *until <= now_ms()) {
+                        return refuse(st, Reject::DialogGone);
+                    }
                     tokio::spawn(async move {
-                        let r = if closing {
-                            st.reply(200, "OK")
-                        } else {
-                            st.reply(481, "Subscription Does Not Exist")
-                        };
+                        let r = st.reply(200, "OK");
                         let _ = st.respond(r).await;
                     });
                     return;
@@ -834,11 +824,7 @@ impl Actor {
             .dialog
             .accept_remote_cseq(req.cseq().map_or(0, |c| c.seq))
         {
-            tokio::spawn(async move {
-                let r = st.reply(500, "CSeq Out Of Order");
-                let _ = st.respond(r).await;
-            });
-            return;
+            return refuse(st, Reject::CSeqOutOfOrder);
         }
         let sub_state = req.subscription_state().ok().flatten();
         let terminated = sub_state
@@ -880,7 +866,7 @@ impl Actor {
                 let r = if ok {
                     st.reply(200, "OK")
                 } else {
-                    st.reply(500, "Server Internal Error")
+                    Reject::StoreFailure.response(&st)
                 };
                 let _ = st.respond(r).await;
             });
@@ -932,43 +918,17 @@ impl Actor {
 
     fn sip_subscribe(&mut self, st: ServerTransaction) {
         let req = st.request();
-        let reply_now = |st: ServerTransaction,
-                         code: u16,
-                         reason: &'static str,
-                         extra: Option<(HeaderName, String)>| {
-            tokio::spawn(async move {
-                let mut r = st.reply(code, reason);
-                if let Some((h, v)) = extra {
-                    r.push_header(h, v);
-                }
-                let _ = st.respond(r).await;
-            });
-        };
         match req.event() {
             Ok(Some(e)) if e.is("presence") => {}
-            _ => {
-                return reply_now(
-                    st,
-                    489,
-                    "Bad Event",
-                    Some((HeaderName::AllowEvents, "presence".into())),
-                );
-            }
+            _ => return refuse(st, Reject::BadEvent { allow: "presence" }),
         }
         let expires = match req.expires() {
             Ok(e) => e.unwrap_or(self.settings.default_expires),
-            Err(_) => return reply_now(st, 400, "Bad Expires", None),
+            Err(_) => return refuse(st, Reject::bad("Bad Expires")),
         };
         if expires != 0 && expires < self.settings.min_expires {
-            return reply_now(
-                st,
-                423,
-                "Interval Too Brief",
-                Some((
-                    HeaderName::MinExpires,
-                    self.settings.min_expires.to_string(),
-                )),
-            );
+            let min = self.settings.min_expires;
+            return refuse(st, Reject::IntervalTooBrief { min });
         }
         let expires = expires.min(self.settings.max_expires);
         let to_tag = req.to().and_then(|t| t.tag()).map(str::to_owned);
@@ -989,18 +949,18 @@ impl Actor {
                     .get_mut(&id)
                     .filter(|e| e.rec.direction == Direction::SipToCpim)
                 else {
-                    return reply_now(st, 481, "Subscription Does Not Exist", None);
+                    return refuse(st, Reject::DialogGone);
                 };
                 // Only the dialog's own watcher may refresh or end it.
                 if e.rec.watcher != watcher {
-                    return reply_now(st, 403, "Forbidden (not this dialog's watcher)", None);
+                    return refuse(st, Reject::forbidden("not this dialog's watcher"));
                 }
                 if !e
                     .rec
                     .dialog
                     .accept_remote_cseq(req.cseq().map_or(0, |c| c.seq))
                 {
-                    return reply_now(st, 500, "CSeq Out Of Order", None);
+                    return refuse(st, Reject::CSeqOutOfOrder);
                 }
                 // The presentity is the dialog's: inside it the Request-URI
                 // is our Contact (RFC 3261 §12.2.1.1), not the target.
@@ -1079,9 +1039,8 @@ impl Actor {
             Err(e) => {
                 // Adapter unreachable or timing out: 480, nothing stored.
                 tracing::warn!(error = %e, "CPIM adapter did not answer a SUBSCRIBE");
-                let mut r = st.reply(480, "Temporarily Unavailable");
+                let mut r = Reject::TemporarilyUnavailable { retry_after: 30 }.response(&st);
                 r.set_header(HeaderName::To, to_with_tag(req, &our_tag));
-                r.push_header(HeaderName::RetryAfter, "30");
                 tokio::spawn(async move {
                     let _ = st.respond(r).await;
                 });
@@ -1096,8 +1055,11 @@ impl Actor {
         let mut batch = Batch::default();
         if requested == 0 || resp.status == Status::Failure {
             // Unsubscribe (or refused): 200 / 603, final NOTIFY, state removed.
-            let code = if requested == 0 { 200 } else { 603 };
-            let mut r = st.reply(code, if code == 200 { "OK" } else { "Decline" });
+            let mut r = if requested == 0 {
+                st.reply(200, "OK")
+            } else {
+                Reject::Decline.response(&st)
+            };
             r.set_header(HeaderName::To, to_with_tag(req, &our_tag));
             r.push_header(HeaderName::Expires, "0");
             let mut notify = None;
@@ -1139,7 +1101,7 @@ impl Actor {
                     if !ok {
                         // The end is not durable: neither a 2xx nor the
                         // final NOTIFY (the watcher may try again).
-                        let r = st.reply(500, "Server Internal Error (store failure)");
+                        let r = Reject::StoreFailure.response(&st);
                         let _ = st.respond(r).await;
                         return;
                     }
@@ -1168,13 +1130,7 @@ impl Actor {
             None => {
                 let mut dialog = match Dialog::uas(req, &our_tag) {
                     Ok(d) => d,
-                    Err(e) => {
-                        let r = st.reply(400, &format!("{e}"));
-                        tokio::spawn(async move {
-                            let _ = st.respond(r).await;
-                        });
-                        return;
-                    }
+                    Err(e) => return refuse(st, Reject::bad(e.to_string())),
                 };
                 dialog.set_local_uri(&format!(
                     "<{}>",
@@ -1236,7 +1192,7 @@ impl Actor {
                 // new one is forgotten again (a refresh keeps its dialog,
                 // whose stored expiry still stands).
                 tokio::spawn(async move {
-                    let r = st.reply(500, "Server Internal Error (store failure)");
+                    let r = Reject::StoreFailure.response(&st);
                     let _ = st.respond(r).await;
                 });
                 let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
@@ -1361,11 +1317,7 @@ impl Actor {
             .collect();
         let trans_id = req.trans_id.clone().unwrap_or_else(cpim::new_trans_id);
         if ids.is_empty() {
-            let _ = reply.send(Ok(CpimResponse::failure(
-                &trans_id,
-                481,
-                "No Matching Subscription",
-            )));
+            let _ = reply.send(Ok(Reject::DialogGone.cpim(&trans_id)));
             return;
         }
         if state == SubState::Terminated {
@@ -1584,6 +1536,14 @@ impl Actor {
             }
         });
     }
+}
+
+/// Answers `st` with the response `why` maps to.
+fn refuse(st: ServerTransaction, why: Reject) {
+    tokio::spawn(async move {
+        let r = why.response(&st);
+        let _ = st.respond(r).await;
+    });
 }
 
 /// What the HTTP side answers when a change could not be made durable.

@@ -3,8 +3,9 @@
 //! tuple `<timestamp>` is answered 494 Out Of Sync).
 
 use super::records::{PublicationRecord, PublisherRecord};
-use super::{Agent, Command, Effects, PresenceAgent, TimerKey, aor_key, encode, now_ms};
+use super::{Agent, Command, Effects, PresenceAgent, TimerKey, aor_key, encode, now_ms, refuse};
 use crate::body::{BodyError, PresenceDoc, presence_of};
+use crate::reject::Reject;
 use crate::sip::{HeaderName, Scheme};
 use crate::store::Tree;
 use crate::transaction::{ServerTransaction, random_token};
@@ -29,16 +30,9 @@ fn is_supported(ct: &str) -> bool {
 impl Agent {
     pub(crate) fn on_publish(&mut self, st: ServerTransaction) -> Effects {
         let req = st.request();
-        let reply = |st: ServerTransaction, code: u16, reason: &str| {
-            let r = st.reply(code, reason);
-            Effects {
-                reply: Some((st, r)),
-                ..Effects::default()
-            }
-        };
         // Step 1: a resource we are responsible for.
         let Some(ruri) = req.request_uri().cloned() else {
-            return reply(st, 400, "Bad Request");
+            return refuse(st, Reject::bad("Bad Request"));
         };
         let host = ruri
             .host
@@ -48,20 +42,13 @@ impl Agent {
         if !matches!(ruri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Pres)
             || !self.is_local(&host)
         {
-            return reply(st, 404, "Not Found");
+            return refuse(st, Reject::NotFound);
         }
         // Step 6 (RFC 3903 §6 order): Event.
         match req.event() {
             Ok(Some(e)) if e.is("presence") => {}
-            Ok(_) => {
-                let mut r = st.reply(489, "Bad Event");
-                r.push_header(HeaderName::AllowEvents, "presence");
-                return Effects {
-                    reply: Some((st, r)),
-                    ..Effects::default()
-                };
-            }
-            Err(e) => return reply(st, 400, &e.reason_phrase()),
+            Ok(_) => return refuse(st, Reject::BadEvent { allow: "presence" }),
+            Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
         }
         let aor = aor_key(&ruri);
         // Step 4 (RFC 3903 §6: "the ESC MUST ... determine if the
@@ -77,37 +64,29 @@ impl Agent {
             None => req.from().map(|f| aor_key(&f.uri)).unwrap_or_default(),
         };
         if publisher != aor && !self.may_publish(&aor, &publisher) {
-            return reply(
+            return refuse(
                 st,
-                403,
-                "Forbidden (not authorized to publish for this presentity)",
+                Reject::forbidden("not authorized to publish for this presentity"),
             );
         }
         // SIP-If-Match: at most one entity-tag (§11.3).
         let if_match = match req.sip_if_match() {
-            Ok(v) if v.len() > 1 => return reply(st, 400, "Multiple SIP-If-Match Values"),
+            Ok(v) if v.len() > 1 => return refuse(st, Reject::bad("Multiple SIP-If-Match Values")),
             Ok(v) => v.into_iter().next().map(|t| t.to_string()),
-            Err(e) => return reply(st, 400, &e.reason_phrase()),
+            Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
         };
         let has_body = !req.body().is_empty();
         if !has_body && if_match.is_none() {
-            return reply(st, 400, "Missing Body And SIP-If-Match");
+            return refuse(st, Reject::bad("Missing Body And SIP-If-Match"));
         }
         // Expires (§6 step 5, seed step 7).
         let requested = match req.expires() {
             Ok(e) => e.unwrap_or(self.settings.default_expires),
-            Err(e) => return reply(st, 400, &e.reason_phrase()),
+            Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
         };
         if requested != 0 && requested < self.settings.min_expires {
-            let mut r = st.reply(423, "Interval Too Brief");
-            r.push_header(
-                HeaderName::MinExpires,
-                self.settings.min_expires.to_string(),
-            );
-            return Effects {
-                reply: Some((st, r)),
-                ..Effects::default()
-            };
+            let min = self.settings.min_expires;
+            return refuse(st, Reject::IntervalTooBrief { min });
         }
         let granted = requested.min(self.settings.max_expires);
         // The body.
@@ -115,19 +94,14 @@ impl Agent {
             let ct = match req.content_type() {
                 Ok(Some(ct)) => ct.to_string(),
                 Ok(None) => String::new(),
-                Err(e) => return reply(st, 400, &e.reason_phrase()),
+                Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
             };
             if !is_supported(&ct) {
-                let mut r = st.reply(415, "Unsupported Media Type");
-                r.push_header(HeaderName::Accept, ACCEPT);
-                return Effects {
-                    reply: Some((st, r)),
-                    ..Effects::default()
-                };
+                return refuse(st, Reject::UnsupportedMediaType { accept: ACCEPT });
             }
             match parse_body(&ct, req.body()) {
                 Ok(doc) => Some((ct, doc)),
-                Err(e) => return reply(st, 400, &format!("Bad Presence Document: {e}")),
+                Err(e) => return refuse(st, Reject::bad(format!("Bad Presence Document: {e}"))),
             }
         } else {
             None
@@ -141,7 +115,7 @@ impl Agent {
         let existing = match &if_match {
             Some(tag) => match held.iter().find(|r| &r.etag == tag) {
                 Some(r) => Some(r.clone()),
-                None => return reply(st, 412, "Conditional Request Failed"),
+                None => return refuse(st, Reject::ConditionalRequestFailed),
             },
             None => None,
         };
@@ -160,7 +134,7 @@ impl Agent {
                     })
                 });
                 if older {
-                    return reply(st, 494, "Out Of Sync");
+                    return refuse(st, Reject::OutOfSync);
                 }
             }
         }

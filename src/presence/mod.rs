@@ -112,6 +112,15 @@ impl LimitExceeded {
     }
 }
 
+/// A request refused before anything changed: only its response.
+pub(crate) fn refuse(st: ServerTransaction, why: crate::reject::Reject) -> Effects {
+    let r = why.response(&st);
+    Effects {
+        reply: Some((st, r)),
+        ..Effects::default()
+    }
+}
+
 /// The result of one request or event: applied in memory already, made
 /// durable by the effects task before anything is sent.
 #[derive(Default)]
@@ -238,7 +247,7 @@ impl PresenceAgent {
             self.tx.send(Command::Request(Box::new(st)))
         {
             tokio::spawn(async move {
-                let resp = st.reply(503, "Service Unavailable");
+                let resp = crate::reject::Reject::Unavailable { retry_after: None }.response(&st);
                 let _ = st.respond(resp).await;
             });
         }
@@ -263,8 +272,9 @@ impl PresenceAgent {
             trans_id: trans_id.to_owned(),
             reply,
         });
-        rx.await
-            .unwrap_or_else(|_| CpimResponse::failure(trans_id, 503, "Service Unavailable"))
+        rx.await.unwrap_or_else(|_| {
+            crate::reject::Reject::Unavailable { retry_after: None }.cpim(trans_id)
+        })
     }
 
     pub async fn cpim_unsubscribe(
@@ -280,8 +290,9 @@ impl PresenceAgent {
             trans_id: trans_id.to_owned(),
             reply,
         });
-        rx.await
-            .unwrap_or_else(|_| CpimResponse::failure(trans_id, 503, "Service Unavailable"))
+        rx.await.unwrap_or_else(|_| {
+            crate::reject::Reject::Unavailable { retry_after: None }.cpim(trans_id)
+        })
     }
 
     /// The composed document of a local presentity, and its PIDF rendering.
@@ -506,13 +517,7 @@ impl Agent {
                     Some(Method::Register) => self.on_register(st),
                     Some(Method::Publish) => self.on_publish(st),
                     Some(Method::Subscribe) => self.on_subscribe(st),
-                    _ => {
-                        let r = st.reply(405, "Method Not Allowed");
-                        Effects {
-                            reply: Some((st, r)),
-                            ..Effects::default()
-                        }
-                    }
+                    _ => refuse(st, crate::reject::Reject::MethodNotAllowed),
                 };
                 self.run_effects(fx);
             }
@@ -551,7 +556,7 @@ impl Agent {
                     self.terminate(&id, "timeout", &mut fx);
                     CpimResponse::success(&trans_id, None)
                 } else {
-                    CpimResponse::failure(&trans_id, 481, "Subscription Does Not Exist")
+                    crate::reject::Reject::DialogGone.cpim(&trans_id)
                 };
                 self.run_effects_then(fx, move || {
                     let _ = reply.send(resp);
@@ -659,7 +664,7 @@ impl Agent {
             if let Err(e) = committed {
                 tracing::error!(error = %e, "store commit failed");
                 if let Some((st, _)) = fx.reply {
-                    let r = st.reply(500, "Server Internal Error");
+                    let r = crate::reject::Reject::StoreFailure.response(&st);
                     let _ = st.respond(r).await;
                 }
                 let _ = me.send(Command::Reload(fx.aor.unwrap_or_default()));

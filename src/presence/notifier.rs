@@ -6,11 +6,13 @@ use super::records::{
 };
 use super::{
     Agent, Effects, NotifyOutcome, OutNotify, TimerKey, aor_key, cpim_sub_id, encode, now_ms,
+    refuse,
 };
 use crate::body::winfo::{self, WatcherEntry, WatcherInfo, WatcherStatus};
 use crate::body::{PresenceFormat, negotiate};
 use crate::cpim::{CpimResponse, NotifyRequest, Presence, tuples_view};
 use crate::dialog::{Dialog, dialog_id};
+use crate::reject::Reject;
 use crate::sip::{HeaderName, Method, Scheme, SubState, SubscriptionState};
 use crate::store::Tree;
 use crate::transaction::ServerTransaction;
@@ -30,36 +32,22 @@ impl Agent {
 
     pub(crate) fn on_subscribe(&mut self, st: ServerTransaction) -> Effects {
         let req = st.request();
-        let reject = |st: ServerTransaction, code: u16, reason: &str| {
-            let r = st.reply(code, reason);
-            Effects {
-                reply: Some((st, r)),
-                ..Effects::default()
-            }
-        };
         // RFC 6665 §4.2.1.1 / §8.2.1: Event must name a package we serve.
         match req.event() {
             Ok(Some(e)) if e.is("presence") || e.is("presence.winfo") => {}
-            Ok(_) => {
-                let mut r = st.reply(489, "Bad Event");
-                r.push_header(HeaderName::AllowEvents, PACKAGES);
-                return Effects {
-                    reply: Some((st, r)),
-                    ..Effects::default()
-                };
-            }
-            Err(e) => return reject(st, 400, &e.reason_phrase()),
+            Ok(_) => return refuse(st, Reject::BadEvent { allow: PACKAGES }),
+            Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
         }
         let expires = match req.expires() {
             Ok(e) => e,
-            Err(e) => return reject(st, 400, &e.reason_phrase()),
+            Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
         };
         if req.to().and_then(|t| t.tag()).is_some() {
             return self.refresh(st, expires);
         }
         // A new subscription.
         let Some(ruri) = req.request_uri().cloned() else {
-            return reject(st, 400, "Bad Request");
+            return refuse(st, Reject::bad("Bad Request"));
         };
         let host = ruri
             .host
@@ -69,7 +57,7 @@ impl Agent {
         if !matches!(ruri.scheme, Scheme::Sip | Scheme::Sips | Scheme::Pres)
             || !self.is_local(&host)
         {
-            return reject(st, 404, "Not Found");
+            return refuse(st, Reject::NotFound);
         }
         let aor = aor_key(&ruri);
         let winfo = req
@@ -86,7 +74,7 @@ impl Agent {
         let content_type: DocFormat = if winfo {
             // RFC 3857 §5.2: only the presentity may see its watchers.
             if watcher_aor != aor {
-                return reject(st, 403, "Forbidden");
+                return refuse(st, Reject::Forbidden(None));
             }
             let acceptable = match req.accept() {
                 Ok(None) => true,
@@ -95,15 +83,15 @@ impl Agent {
                         && (m.subtype() == mime::STAR
                             || m.subtype() == "watcherinfo" && m.suffix() == Some(mime::XML))
                 }),
-                Err(e) => return reject(st, 400, &e.reason_phrase()),
+                Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
             };
             if !acceptable {
-                let mut r = st.reply(406, "Not Acceptable");
-                r.push_header(HeaderName::Accept, winfo::CONTENT_TYPE);
-                return Effects {
-                    reply: Some((st, r)),
-                    ..Effects::default()
-                };
+                return refuse(
+                    st,
+                    Reject::NotAcceptable {
+                        accept: winfo::CONTENT_TYPE,
+                    },
+                );
             }
             DocFormat::WatcherInfo
         } else {
@@ -111,37 +99,27 @@ impl Agent {
                 Ok(a) => match negotiate(a.as_deref()) {
                     Some(f) => f,
                     None => {
-                        let mut r = st.reply(406, "Not Acceptable");
-                        r.push_header(
-                            HeaderName::Accept,
-                            "application/pidf+xml, application/cpim-pidf+xml, application/xpidf+xml",
+                        return refuse(
+                            st,
+                            Reject::NotAcceptable {
+                                accept: "application/pidf+xml, application/cpim-pidf+xml, application/xpidf+xml",
+                            },
                         );
-                        return Effects {
-                            reply: Some((st, r)),
-                            ..Effects::default()
-                        };
                     }
                 },
-                Err(e) => return reject(st, 400, &e.reason_phrase()),
+                Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
             };
             DocFormat::Presence(format)
         };
         let requested = expires.unwrap_or(self.settings.default_expires);
         if requested != 0 && requested < self.settings.min_expires {
-            let mut r = st.reply(423, "Interval Too Brief");
-            r.push_header(
-                HeaderName::MinExpires,
-                self.settings.min_expires.to_string(),
-            );
-            return Effects {
-                reply: Some((st, r)),
-                ..Effects::default()
-            };
+            let min = self.settings.min_expires;
+            return refuse(st, Reject::IntervalTooBrief { min });
         }
         let granted = requested.min(self.settings.max_expires);
         let mut dialog = match Dialog::uas(req, st.to_tag()) {
             Ok(d) => d,
-            Err(e) => return reject(st, 400, &format!("{e}")),
+            Err(e) => return refuse(st, Reject::bad(e.to_string())),
         };
         let watcher = watcher_aor.clone();
         let event_id = req
@@ -157,7 +135,7 @@ impl Agent {
             self.decide(&aor, &watcher_aor)
         };
         if action == PolicyAction::Block {
-            return reject(st, 403, "Forbidden");
+            return refuse(st, Reject::Forbidden(None));
         }
         let pending = action == PolicyAction::Confirm;
         let polite = action == PolicyAction::PoliteBlock;
@@ -267,28 +245,15 @@ impl Agent {
         let max = self.settings.max_expires;
         let default = self.settings.default_expires;
         let Some(sub) = self.subs.get_mut(id.as_str()) else {
-            let r = st.reply(481, "Subscription Does Not Exist");
-            return Effects {
-                reply: Some((st, r)),
-                ..Effects::default()
-            };
+            return refuse(st, Reject::DialogGone);
         };
         let requested = expires.unwrap_or(default);
         if requested != 0 && requested < min {
-            let mut r = st.reply(423, "Interval Too Brief");
-            r.push_header(HeaderName::MinExpires, min.to_string());
-            return Effects {
-                reply: Some((st, r)),
-                ..Effects::default()
-            };
+            return refuse(st, Reject::IntervalTooBrief { min });
         }
         // RFC 3261 §12.2.2: a lower CSeq is out of order.
         if !sub.rec.dialog.accept_remote_cseq(cseq) {
-            let r = st.reply(500, "CSeq Out Of Order");
-            return Effects {
-                reply: Some((st, r)),
-                ..Effects::default()
-            };
+            return refuse(st, Reject::CSeqOutOfOrder);
         }
         // SUBSCRIBE is a target refresh request (RFC 6665 §4.1.2.1).
         if let Ok(crate::sip::Contacts::List(l)) = req.contacts() {
@@ -562,7 +527,7 @@ impl Agent {
             .unwrap_or_default();
         let action = self.decide(aor, &watcher_aor);
         if action == PolicyAction::Block {
-            return (CpimResponse::failure(trans_id, 403, "Forbidden"), fx);
+            return (Reject::Forbidden(None).cpim(trans_id), fx);
         }
         let requested = duration.unwrap_or(self.settings.default_expires);
         if requested == 0 {

@@ -2,7 +2,8 @@
 //! tuples (seed §10.2/§10.3, see `compose`).
 
 use super::records::BindingRecord;
-use super::{Agent, Effects, TimerKey, aor_key, encode, now_ms};
+use super::{Agent, Effects, TimerKey, aor_key, encode, now_ms, refuse};
+use crate::reject::Reject;
 use crate::sip::{Contacts, HeaderName, NameAddr, Uri};
 use crate::store::Tree;
 use crate::transaction::ServerTransaction;
@@ -11,13 +12,6 @@ use std::cmp::Reverse;
 impl Agent {
     pub(crate) fn on_register(&mut self, st: ServerTransaction) -> Effects {
         let req = st.request();
-        let reply = |st: ServerTransaction, code: u16, reason: &str| {
-            let r = st.reply(code, reason);
-            Effects {
-                reply: Some((st, r)),
-                ..Effects::default()
-            }
-        };
         // Step 1: the Request-URI names a domain we hold bindings for.
         let ruri_host = req
             .request_uri()
@@ -25,14 +19,14 @@ impl Agent {
             .map(|h| h.canonical())
             .unwrap_or_default();
         if !self.is_local(&ruri_host) {
-            return reply(st, 404, "Not Found");
+            return refuse(st, Reject::NotFound);
         }
         // Step 5: To must be a SIP/SIPS AOR of that domain (RFC 4475 §3.3.4).
         let Some(to) = req.to() else {
-            return reply(st, 400, "Missing To Header");
+            return refuse(st, Reject::bad("Missing To Header"));
         };
         if !to.uri.scheme.is_sip() {
-            return reply(st, 400, "To Must Be A SIP Or SIPS URI");
+            return refuse(st, Reject::bad("To Must Be A SIP Or SIPS URI"));
         }
         let to_host = to
             .uri
@@ -41,18 +35,18 @@ impl Agent {
             .map(|h| h.canonical())
             .unwrap_or_default();
         if !self.is_local(&to_host) {
-            return reply(st, 404, "Not Found");
+            return refuse(st, Reject::NotFound);
         }
         let aor = aor_key(&to.uri);
         let call_id = req.call_id().unwrap_or("").to_owned();
         let cseq = req.cseq().map_or(0, |c| c.seq);
         let header_expires = match req.expires() {
             Ok(e) => e,
-            Err(e) => return reply(st, 400, &e.reason_phrase()),
+            Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
         };
         let contacts = match req.contacts() {
             Ok(c) => c,
-            Err(e) => return reply(st, 400, &e.reason_phrase()),
+            Err(e) => return refuse(st, Reject::bad(e.reason_phrase())),
         };
         let now = now_ms();
         let current: Vec<BindingRecord> = self
@@ -66,11 +60,11 @@ impl Agent {
                 // Step 6: "*" only with Expires: 0 and no other Contact.
                 let n_contacts = req.fields(&HeaderName::Contact).count();
                 if header_expires != Some(0) || n_contacts != 1 {
-                    return reply(st, 400, "Contact * Requires Expires 0");
+                    return refuse(st, Reject::bad("Contact * Requires Expires 0"));
                 }
                 for b in &current {
                     if b.call_id == call_id && cseq <= b.cseq {
-                        return reply(st, 500, "Out Of Order Request");
+                        return refuse(st, Reject::CSeqOutOfOrder);
                     }
                 }
                 next.clear();
@@ -82,15 +76,8 @@ impl Agent {
                         .or(header_expires)
                         .unwrap_or(self.settings.default_expires);
                     if expires != 0 && expires < self.settings.min_expires {
-                        let mut r = st.reply(423, "Interval Too Brief");
-                        r.push_header(
-                            HeaderName::MinExpires,
-                            self.settings.min_expires.to_string(),
-                        );
-                        return Effects {
-                            reply: Some((st, r)),
-                            ..Effects::default()
-                        };
+                        let min = self.settings.min_expires;
+                        return refuse(st, Reject::IntervalTooBrief { min });
                     }
                     let expires = expires.min(self.settings.max_expires);
                     let pos = next
@@ -102,7 +89,7 @@ impl Agent {
                         // a higher CSeq.
                         let stored = current.iter().find(|b| b.key() == next[i].key());
                         if stored.is_some_and(|b| b.call_id == call_id && cseq <= b.cseq) {
-                            return reply(st, 500, "Out Of Order Request");
+                            return refuse(st, Reject::CSeqOutOfOrder);
                         }
                         if expires == 0 {
                             next.remove(i);
