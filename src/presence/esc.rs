@@ -254,22 +254,15 @@ impl Agent {
     }
 
     pub(crate) fn expire_publication(&mut self, key: &str, at: i64, fx: &mut Effects) {
-        let Some((aor, etag)) = key.split_once('\n') else {
+        let Some((_, etag)) = key.split_once('\n') else {
             return;
         };
-        let aor = aor.to_owned();
-        let Some(p) = self.presentities.get_mut(&aor) else {
-            return;
-        };
-        let before = p.publications.len();
-        p.publications
-            .retain(|(r, _)| !(r.etag == etag && r.expires_at == at));
-        if p.publications.len() != before {
-            fx.batch.delete(Tree::Publications, key.as_bytes().to_vec());
-            // OMA flow 2.2: watchers learn that the information is gone.
-            self.changed(&aor, fx);
-            self.gc(&aor);
-        }
+        self.expire_soft_state(Tree::Publications, key, fx, |p| {
+            let before = p.publications.len();
+            p.publications
+                .retain(|(r, _)| !(r.etag == etag && r.expires_at == at));
+            p.publications.len() != before
+        });
     }
 }
 

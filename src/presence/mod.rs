@@ -823,6 +823,32 @@ impl Agent {
     }
 
     /// Removes a presentity entry that no longer holds anything.
+    /// Ends one piece of a presentity's soft state whose timer fired: a
+    /// binding or a publication, keyed `aor\n…` in `tree`. `remove` takes
+    /// it out of the presentity if it is still the one the timer was for
+    /// (a refresh re-arms a later timer). Watchers then learn that the
+    /// information is gone (OMA flow 2.2), and the deletion is stored.
+    pub(crate) fn expire_soft_state(
+        &mut self,
+        tree: Tree,
+        key: &str,
+        fx: &mut Effects,
+        remove: impl FnOnce(&mut Presentity) -> bool,
+    ) {
+        let Some((aor, _)) = key.split_once('\n') else {
+            return;
+        };
+        let Some(p) = self.presentities.get_mut(aor) else {
+            return;
+        };
+        if remove(p) {
+            let aor = aor.to_owned();
+            fx.batch.delete(tree, key.as_bytes().to_vec());
+            self.changed(&aor, fx);
+            self.gc(&aor);
+        }
+    }
+
     pub(crate) fn gc(&mut self, aor: &str) {
         if self.presentities.get(aor).is_some_and(|p| {
             p.bindings.is_empty()

@@ -147,22 +147,12 @@ impl Agent {
     }
 
     pub(crate) fn expire_binding(&mut self, key: &str, at: i64, fx: &mut Effects) {
-        let Some((aor, _)) = key.split_once('\n') else {
-            return;
-        };
-        let aor = aor.to_owned();
-        let Some(p) = self.presentities.get_mut(&aor) else {
-            return;
-        };
-        let before = p.bindings.len();
-        p.bindings
-            .retain(|b| !(b.key() == key && b.expires_at == at));
-        if p.bindings.len() != before {
-            fx.batch
-                .delete(Tree::Registrations, key.as_bytes().to_vec());
-            self.changed(&aor, fx);
-            self.gc(&aor);
-        }
+        self.expire_soft_state(Tree::Registrations, key, fx, |p| {
+            let before = p.bindings.len();
+            p.bindings
+                .retain(|b| !(b.key() == key && b.expires_at == at));
+            p.bindings.len() != before
+        });
     }
 }
 
