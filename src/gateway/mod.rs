@@ -120,6 +120,17 @@ struct Entry {
     latest: Option<(String, String)>,
 }
 
+impl Entry {
+    /// A dialog held with nothing in flight.
+    fn idle(rec: GatewayDialog) -> Entry {
+        Entry {
+            rec,
+            in_flight: false,
+            latest: None,
+        }
+    }
+}
+
 /// Handle to the running gateway.
 #[derive(Clone)]
 pub struct Gateway {
@@ -302,14 +313,7 @@ impl Actor {
                         .push(Reverse((rec.expires_at, Timer::Expire(rec.id.clone()))));
                 }
             }
-            self.dialogs.insert(
-                rec.id.clone(),
-                Entry {
-                    rec,
-                    in_flight: false,
-                    latest: None,
-                },
-            );
+            self.dialogs.insert(rec.id.clone(), Entry::idle(rec));
             Ok(())
         })
     }
@@ -693,14 +697,7 @@ impl Actor {
                 let id = rec.id.clone();
                 self.by_pair
                     .insert((rec.watcher.clone(), rec.target.clone()), id.clone());
-                self.dialogs.insert(
-                    id.clone(),
-                    Entry {
-                        rec,
-                        in_flight: false,
-                        latest: None,
-                    },
-                );
+                self.dialogs.insert(id.clone(), Entry::idle(rec));
                 id
             }
         };
@@ -902,14 +899,7 @@ impl Actor {
         p.early_id = Some(id.clone());
         self.by_pair
             .insert((rec.watcher.clone(), rec.target.clone()), id.clone());
-        self.dialogs.insert(
-            id.clone(),
-            Entry {
-                rec,
-                in_flight: false,
-                latest: None,
-            },
-        );
+        self.dialogs.insert(id.clone(), Entry::idle(rec));
         Some(id)
     }
 
@@ -1086,14 +1076,7 @@ impl Actor {
                     if let Some(rec) = removed {
                         let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
                             let id = rec.id.clone();
-                            a.dialogs.insert(
-                                id,
-                                Entry {
-                                    rec,
-                                    in_flight: false,
-                                    latest: None,
-                                },
-                            );
+                            a.dialogs.insert(id, Entry::idle(rec));
                         })));
                     }
                 }
@@ -1159,14 +1142,7 @@ impl Actor {
                     last_content_type: None,
                     last_body: None,
                 };
-                self.dialogs.insert(
-                    id.clone(),
-                    Entry {
-                        rec: rec.clone(),
-                        in_flight: false,
-                        latest: None,
-                    },
-                );
+                self.dialogs.insert(id.clone(), Entry::idle(rec.clone()));
                 rec
             }
         };
@@ -1417,14 +1393,7 @@ impl Actor {
                 let _ = me.send(Cmd::Repair(Box::new(move |a: &mut Actor| {
                     for rec in removed {
                         let id = rec.id.clone();
-                        a.dialogs.insert(
-                            id,
-                            Entry {
-                                rec,
-                                in_flight: false,
-                                latest: None,
-                            },
-                        );
+                        a.dialogs.insert(id, Entry::idle(rec));
                     }
                 })));
                 return;
