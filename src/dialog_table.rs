@@ -108,7 +108,7 @@ impl DialogTable {
         })
     }
 
-    /// Dialogs held (metrics, tests).
+    /// Dialogs held.
     pub fn len(&self) -> usize {
         self.read().len()
     }

@@ -379,10 +379,7 @@ async fn sip_watcher_of_a_cpim_presentity() {
     );
     assert_eq!(r.expires().unwrap(), Some(300));
     // The immediate NOTIFY: active, no body yet.
-    let first = match notifies.pop() {
-        Some(m) => m,
-        None => e.ua.notify(W, 200).await.unwrap(),
-    };
+    let first = e.ua.triggered_notify(&mut notifies).await;
     assert_eq!(first.from().unwrap().tag(), Some(tid.as_str()));
     assert_eq!(
         first.subscription_state().unwrap().unwrap().state,
@@ -445,10 +442,7 @@ async fn sip_watcher_of_a_cpim_presentity() {
     assert_eq!(again[1]["watcher"], "pres:bob@sip.example.net");
     // The presentity is the dialog's, not the Request-URI's.
     assert_eq!(again[1]["target"], "pres:carol@xmpp.example.org");
-    let refreshed = match notifies.pop() {
-        Some(m) => m,
-        None => e.ua.notify(W, 200).await.unwrap(),
-    };
+    let refreshed = e.ua.triggered_notify(&mut notifies).await;
     assert!(refreshed.cseq().unwrap().seq > n.cseq().unwrap().seq);
     // The refresh carried the last state known (design §5).
     assert_eq!(
@@ -478,10 +472,7 @@ async fn sip_watcher_of_a_cpim_presentity() {
     assert_eq!(un[0]["transID"], tid.as_str());
     assert_eq!(un[0]["target"], "pres:carol@xmpp.example.org");
     assert_eq!(un[0]["watcher"], "pres:bob@sip.example.net");
-    let last = match notifies.pop() {
-        Some(m) => m,
-        None => e.ua.notify(W, 200).await.unwrap(),
-    };
+    let last = e.ua.triggered_notify(&mut notifies).await;
     let ss = last.subscription_state().unwrap().unwrap();
     assert_eq!(
         (ss.state.clone(), ss.reason()),
@@ -750,9 +741,7 @@ async fn message_cpim_bodies_travel_unchanged_both_ways() {
         )
         .await;
     assert_eq!(r.status(), Some(202));
-    if notifies.is_empty() {
-        e.ua.notify(W, 200).await.unwrap();
-    }
+    e.ua.triggered_notify(&mut notifies).await;
     let body = cpim_wrapped("pres:carol@xmpp.example.org", "c9");
     let e2 = &e;
     let b2 = body.clone();
@@ -836,9 +825,7 @@ async fn sip_watchers_of_cpim_presentities_are_authenticated() {
         panic!()
     };
     let gateway_contact = c[0].uri.to_string();
-    if notifies.is_empty() {
-        e.ua.notify(W, 200).await.unwrap();
-    }
+    e.ua.triggered_notify(&mut notifies).await;
     // A refresh without credentials is challenged, with them accepted.
     let mut notifies = Vec::new();
     let refresh = |cseq, extra: &str| {
@@ -884,9 +871,7 @@ async fn failed_commits_are_never_acknowledged() {
     let r = e.ua.request(&text, &mut notifies).await;
     assert_eq!(r.status(), Some(202));
     let tid = r.to().unwrap().tag().unwrap().to_owned();
-    if notifies.is_empty() {
-        e.ua.notify(W, 200).await.unwrap();
-    }
+    e.ua.triggered_notify(&mut notifies).await;
     e.fail.store(true, Ordering::SeqCst);
     let un = watcher_subscribe(2, 0, Some(&tid)).replace("s2c-1", "s2c-fail");
     let mut finals = Vec::new();
@@ -1042,9 +1027,7 @@ async fn cpim_notify_carries_pending_and_terminated_states() {
             .await;
     assert_eq!(r.status(), Some(202));
     let tid = r.to().unwrap().tag().unwrap().to_owned();
-    if notifies.is_empty() {
-        e.ua.notify(W, 200).await.unwrap();
-    }
+    e.ua.triggered_notify(&mut notifies).await;
     let pair =
         json!({"watcher": "pres:bob@sip.example.net", "target": "pres:carol@xmpp.example.org"});
     let with = |extra: Value| {

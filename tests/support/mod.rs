@@ -312,6 +312,19 @@ impl Ua {
         }
     }
 
+    /// The NOTIFY a request of ours triggered: the one [`Ua::request`]
+    /// already answered and kept in `collected`, else the next to arrive
+    /// (answered 200).
+    pub async fn triggered_notify(&self, collected: &mut Vec<Message>) -> Message {
+        match collected.pop() {
+            Some(m) => m,
+            None => self
+                .notify(Duration::from_secs(5), 200)
+                .await
+                .expect("the NOTIFY the request triggers"),
+        }
+    }
+
     /// The next NOTIFY within `wait`, answered with `code`.
     pub async fn notify(&self, wait: Duration, code: u16) -> Option<Message> {
         let deadline = tokio::time::Instant::now() + wait;

@@ -259,34 +259,11 @@ impl ComponentTask {
                                 payload: None,
                             }
                         } else {
-                            // RFC 6120 §8.4: an IQ nobody handles gets an error.
-                            Iq::Error {
-                                from: to,
-                                to: from,
-                                id,
-                                error: StanzaError::new(
-                                    ErrorType::Cancel,
-                                    DefinedCondition::ServiceUnavailable,
-                                    "en",
-                                    "",
-                                ),
-                                payload: None,
-                            }
+                            unhandled(from, to, id)
                         };
                         Some(Stanza::Iq(reply))
                     }
-                    Iq::Set { from, to, id, .. } => Some(Stanza::Iq(Iq::Error {
-                        from: to,
-                        to: from,
-                        id,
-                        error: StanzaError::new(
-                            ErrorType::Cancel,
-                            DefinedCondition::ServiceUnavailable,
-                            "en",
-                            "",
-                        ),
-                        payload: None,
-                    })),
+                    Iq::Set { from, to, id, .. } => Some(Stanza::Iq(unhandled(from, to, id))),
                     Iq::Result { .. } | Iq::Error { .. } => None,
                 }
             }
@@ -296,5 +273,22 @@ impl ComponentTask {
                 None
             }
         }
+    }
+}
+
+/// RFC 6120 §8.4: an IQ nobody handles gets `service-unavailable`, sent back
+/// to where it came from.
+fn unhandled(from: Option<Jid>, to: Option<Jid>, id: String) -> Iq {
+    Iq::Error {
+        from: to,
+        to: from,
+        id,
+        error: StanzaError::new(
+            ErrorType::Cancel,
+            DefinedCondition::ServiceUnavailable,
+            "en",
+            "",
+        ),
+        payload: None,
     }
 }
