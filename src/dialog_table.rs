@@ -35,6 +35,21 @@ pub enum DialogOwner {
     Gateway,
 }
 
+/// A change an agent made to the dialogs it holds: the agents emit these as
+/// effects and their driver applies them here before anything the change
+/// concerns is sent or answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialogEvent {
+    /// A dialog (`Call-ID;local-tag;remote-tag`) now routes to the agent.
+    Created(String),
+    /// It no longer does.
+    Ended(String),
+    /// A SUBSCRIBE the agent sent awaits its final response.
+    Sent { call_id: String, local_tag: String },
+    /// Its final response is in (or it failed).
+    Settled { call_id: String, local_tag: String },
+}
+
 /// The dialog table (see the module documentation).
 #[derive(Debug, Default)]
 pub struct DialogTable {
@@ -63,6 +78,18 @@ impl DialogTable {
 
     pub fn remove(&self, id: &str) {
         self.write().remove(id);
+    }
+
+    /// Applies what `owner` reports of its dialogs.
+    pub fn apply(&self, owner: DialogOwner, event: &DialogEvent) {
+        match event {
+            DialogEvent::Created(id) => self.insert(Arc::from(id.as_str()), owner),
+            DialogEvent::Ended(id) => self.remove(id),
+            DialogEvent::Sent { call_id, local_tag } => {
+                self.insert_pending(call_id, local_tag, owner)
+            }
+            DialogEvent::Settled { call_id, local_tag } => self.remove_pending(call_id, local_tag),
+        }
     }
 
     /// Forgets every dialog of `owner` (an agent reloading its state).

@@ -10,6 +10,7 @@ pub mod cpim;
 pub mod delivery;
 pub mod dialog;
 pub mod dialog_table;
+pub mod durable;
 pub mod gateway;
 pub mod http;
 pub mod lint;

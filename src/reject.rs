@@ -5,7 +5,7 @@
 
 use crate::cpim::CpimResponse;
 use crate::sip::{HeaderName, Message};
-use crate::transaction::ServerTransaction;
+use crate::transaction::IncomingRequest;
 use std::borrow::Cow;
 
 /// The methods this server serves (RFC 3261 §20.5, for 405).
@@ -106,8 +106,8 @@ impl Reject {
 
     /// The final response to `st`'s request, with the header the status
     /// requires.
-    pub fn response(&self, st: &ServerTransaction) -> Message {
-        let mut r = st.reply(self.code(), &self.reason());
+    pub fn response(&self, to: &impl AsRef<IncomingRequest>) -> Message {
+        let mut r = to.as_ref().reply(self.code(), &self.reason());
         match self {
             Reject::MethodNotAllowed => r.push_header(HeaderName::Allow, ALLOW),
             Reject::NotAcceptable { accept } | Reject::UnsupportedMediaType { accept } => {

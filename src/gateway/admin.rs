@@ -1,8 +1,10 @@
 //! The gateway's side of the operator views (`crate::admin`) and of the
 //! scrape-time metrics, read on the gateway task.
 
+use super::Gateway;
+use super::core::{Entry, GatewayCore};
+use super::driver::Cmd;
 use super::records::{Direction, GatewayDialog};
-use super::{Actor, Cmd, Entry, Gateway};
 use crate::admin::{
     DialogView, SubscriptionFilter, SubscriptionKind, SubscriptionView, seconds_until,
 };
@@ -49,7 +51,7 @@ impl Gateway {
     /// Runs `f` on the gateway task; `None` if it has stopped.
     async fn inspect<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Actor) -> R + Send + 'static,
+        f: impl FnOnce(&mut GatewayCore) -> R + Send + 'static,
     ) -> Option<R> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = self.tx.send(Cmd::Inspect(Box::new(move |a| {

@@ -1,37 +1,31 @@
 //! The gateway's dialogs and its SUBSCRIBEs awaiting an answer, kept in
-//! step with the router's [`DialogTable`]: every insertion and removal goes
-//! through here, so no path can hold a dialog the router does not route to
-//! (or the reverse). Reads go straight to the maps.
+//! step with the router's dialog table: every insertion and removal goes
+//! through here and is recorded as a [`DialogEvent`], which the core hands
+//! to its driver with the effects of the same event. So no path can hold a
+//! dialog the router does not route to (or the reverse). Reads go straight
+//! to the maps.
 
-use super::{Entry, Pending, PendingKey};
-use crate::dialog_table::{DialogOwner, DialogTable};
+use super::core::{Entry, Pending, PendingKey};
+use crate::dialog_table::DialogEvent;
 use std::collections::HashMap;
 use std::ops::Deref;
-use std::sync::Arc;
 
 /// Gatewayed dialogs by id (`Call-ID;local-tag;remote-tag`).
+#[derive(Default)]
 pub(super) struct Held {
     map: HashMap<String, Entry>,
-    table: Arc<DialogTable>,
+    events: Vec<DialogEvent>,
 }
 
 impl Held {
-    pub(super) fn new(table: Arc<DialogTable>) -> Held {
-        Held {
-            map: HashMap::new(),
-            table,
-        }
-    }
-
     pub(super) fn insert(&mut self, id: String, e: Entry) -> Option<Entry> {
-        self.table
-            .insert(Arc::from(id.as_str()), DialogOwner::Gateway);
+        self.events.push(DialogEvent::Created(id.clone()));
         self.map.insert(id, e)
     }
 
     pub(super) fn remove(&mut self, id: &str) -> Option<Entry> {
         let e = self.map.remove(id)?;
-        self.table.remove(id);
+        self.events.push(DialogEvent::Ended(id.to_owned()));
         Some(e)
     }
 
@@ -42,14 +36,19 @@ impl Held {
     /// Keeps routing in-dialog requests of a dialog no longer held to the
     /// gateway (its final NOTIFY after our unsubscribe, RFC 6665 §4.1.2.3),
     /// until [`Held::forget_route`].
-    pub(super) fn keep_route(&self, id: &str) {
-        self.table.insert(Arc::from(id), DialogOwner::Gateway);
+    pub(super) fn keep_route(&mut self, id: &str) {
+        self.events.push(DialogEvent::Created(id.to_owned()));
     }
 
-    pub(super) fn forget_route(&self, id: &str) {
+    pub(super) fn forget_route(&mut self, id: &str) {
         if !self.map.contains_key(id) {
-            self.table.remove(id);
+            self.events.push(DialogEvent::Ended(id.to_owned()));
         }
+    }
+
+    /// The table changes made since the last call.
+    pub(super) fn take_events(&mut self, into: &mut Vec<DialogEvent>) {
+        into.append(&mut self.events);
     }
 }
 
@@ -63,33 +62,36 @@ impl Deref for Held {
 /// SUBSCRIBEs the gateway sent, until their final response, by Call-ID and
 /// our From tag; the router finds a NOTIFY that overtakes the 2xx by them
 /// (RFC 6665 §4.1.2.4).
+#[derive(Default)]
 pub(super) struct Outstanding {
     map: HashMap<PendingKey, Pending>,
-    table: Arc<DialogTable>,
+    events: Vec<DialogEvent>,
 }
 
 impl Outstanding {
-    pub(super) fn new(table: Arc<DialogTable>) -> Outstanding {
-        Outstanding {
-            map: HashMap::new(),
-            table,
-        }
-    }
-
     pub(super) fn insert(&mut self, key: PendingKey, p: Pending) {
-        self.table
-            .insert_pending(&key.0, &key.1, DialogOwner::Gateway);
+        self.events.push(DialogEvent::Sent {
+            call_id: key.0.clone(),
+            local_tag: key.1.clone(),
+        });
         self.map.insert(key, p);
     }
 
     pub(super) fn remove(&mut self, key: &PendingKey) -> Option<Pending> {
         let p = self.map.remove(key)?;
-        self.table.remove_pending(&key.0, &key.1);
+        self.events.push(DialogEvent::Settled {
+            call_id: key.0.clone(),
+            local_tag: key.1.clone(),
+        });
         Some(p)
     }
 
     pub(super) fn get_mut(&mut self, key: &PendingKey) -> Option<&mut Pending> {
         self.map.get_mut(key)
+    }
+
+    pub(super) fn take_events(&mut self, into: &mut Vec<DialogEvent>) {
+        into.append(&mut self.events);
     }
 }
 

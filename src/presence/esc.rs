@@ -8,7 +8,7 @@ use crate::body::{BodyError, PresenceDoc, presence_of};
 use crate::reject::Reject;
 use crate::sip::{HeaderName, Scheme};
 use crate::store::Tree;
-use crate::transaction::{ServerTransaction, random_token};
+use crate::transaction::{IncomingRequest, random_token};
 use bytes::Bytes;
 use std::cmp::Reverse;
 use tokio::sync::oneshot;
@@ -28,7 +28,7 @@ fn is_supported(ct: &str) -> bool {
 }
 
 impl Agent {
-    pub(crate) fn on_publish(&mut self, st: ServerTransaction) -> Effects {
+    pub(crate) fn on_publish(&mut self, st: &IncomingRequest) -> Effects {
         let req = st.request();
         // Step 1: a resource we are responsible for.
         let Some(ruri) = req.request_uri().cloned() else {
@@ -200,7 +200,7 @@ impl Agent {
             self.changed(&aor, &mut fx);
         }
         self.gc(&aor);
-        fx.reply = Some((st, resp));
+        fx.reply = Some(resp);
         fx
     }
 

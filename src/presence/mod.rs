@@ -25,7 +25,7 @@ use crate::delivery::{Adapter, Staged};
 use crate::dialog_table::{DialogOwner, DialogTable};
 use crate::sip::{Message, Method, Uri};
 use crate::store::{Batch, Store, StoreError, Tree};
-use crate::transaction::{ServerTransaction, TransactionLayer};
+use crate::transaction::{IncomingRequest, ServerTransaction, TransactionLayer};
 use crate::transport::Resolver;
 use bytes::Bytes;
 use compose::Published;
@@ -113,10 +113,9 @@ impl LimitExceeded {
 }
 
 /// A request refused before anything changed: only its response.
-pub(crate) fn refuse(st: ServerTransaction, why: crate::reject::Reject) -> Effects {
-    let r = why.response(&st);
+pub(crate) fn refuse(st: &IncomingRequest, why: crate::reject::Reject) -> Effects {
     Effects {
-        reply: Some((st, r)),
+        reply: Some(why.response(st)),
         ..Effects::default()
     }
 }
@@ -128,7 +127,9 @@ pub(crate) struct Effects {
     pub batch: Batch,
     /// Adapter deliveries in `batch`, released once it is durable.
     pub staged: Vec<Staged>,
-    pub reply: Option<(ServerTransaction, Message)>,
+    /// The response to the request being handled: its transaction stays
+    /// with the agent's loop, which sends this once `batch` is durable.
+    pub reply: Option<Message>,
     pub notifies: Vec<OutNotify>,
     /// The presentity to reload from the store if the commit fails.
     pub aor: Option<String>,
@@ -247,7 +248,7 @@ impl PresenceAgent {
             self.tx.send(Command::Request(Box::new(st)))
         {
             tokio::spawn(async move {
-                let resp = crate::reject::Reject::Unavailable { retry_after: None }.response(&st);
+                let resp = crate::reject::Reject::Unavailable { retry_after: None }.response(&*st);
                 let _ = st.respond(resp).await;
             });
         }
@@ -513,17 +514,18 @@ impl Agent {
                 // Logs about this request carry its Call-ID, method and peer.
                 let span = st.span().clone();
                 let _in = span.enter();
-                let fx = match st.request().method() {
-                    Some(Method::Register) => self.on_register(st),
-                    Some(Method::Publish) => self.on_publish(st),
-                    Some(Method::Subscribe) => self.on_subscribe(st),
-                    _ => refuse(st, crate::reject::Reject::MethodNotAllowed),
+                let inc = st.inbound();
+                let fx = match inc.request().method() {
+                    Some(Method::Register) => self.on_register(inc),
+                    Some(Method::Publish) => self.on_publish(inc),
+                    Some(Method::Subscribe) => self.on_subscribe(inc),
+                    _ => refuse(inc, crate::reject::Reject::MethodNotAllowed),
                 };
-                self.run_effects(fx);
+                self.run_effects(Some(st), fx);
             }
             Command::NotifyDone { sub_id, outcome } => {
                 let fx = self.on_notify_done(&sub_id, outcome);
-                self.run_effects(fx);
+                self.run_effects(None, fx);
             }
             Command::Reload(aor) => {
                 tracing::error!(%aor, "store commit failed; reloading presence state from the store");
@@ -540,7 +542,7 @@ impl Agent {
                 reply,
             } => {
                 let (resp, fx) = self.cpim_subscribe(&watcher, &target, &aor, duration, &trans_id);
-                self.run_effects_then(fx, move || {
+                self.run_effects_then(None, fx, move || {
                     let _ = reply.send(resp);
                 });
             }
@@ -558,7 +560,7 @@ impl Agent {
                 } else {
                     crate::reject::Reject::DialogGone.cpim(&trans_id)
                 };
-                self.run_effects_then(fx, move || {
+                self.run_effects_then(None, fx, move || {
                     let _ = reply.send(resp);
                 });
             }
@@ -594,7 +596,7 @@ impl Agent {
                 reply,
             } => {
                 let fx = self.set_policy(&presentity, &watcher, action);
-                self.run_effects_then(fx, move || {
+                self.run_effects_then(None, fx, move || {
                     let _ = reply.send(true);
                 });
             }
@@ -605,7 +607,7 @@ impl Agent {
                 reply,
             } => {
                 let (held, fx) = self.set_publisher(&presentity, &publisher, grant);
-                self.run_effects_then(fx, move || {
+                self.run_effects_then(None, fx, move || {
                     let _ = reply.send(held);
                 });
             }
@@ -630,16 +632,27 @@ impl Agent {
                 TimerKey::Throttle(id) => self.throttle_over(&id, &mut fx),
             }
         }
-        self.run_effects(fx);
+        self.run_effects(None, fx);
     }
 
-    /// Commits, then answers and notifies (never before durability).
-    fn run_effects(&self, fx: Effects) {
-        self.run_effects_then(fx, || {});
+    /// Commits, then answers `st` (the request `fx` answers, if any) and
+    /// notifies (never before durability).
+    fn run_effects(&self, st: Option<ServerTransaction>, fx: Effects) {
+        self.run_effects_then(st, fx, || {});
     }
 
     /// As `run_effects`, calling `done` once the batch is durable.
-    fn run_effects_then(&self, fx: Effects, done: impl FnOnce() + Send + 'static) {
+    fn run_effects_then(
+        &self,
+        st: Option<ServerTransaction>,
+        fx: Effects,
+        done: impl FnOnce() + Send + 'static,
+    ) {
+        debug_assert_eq!(
+            st.is_some(),
+            fx.reply.is_some(),
+            "a request gets one answer"
+        );
         if fx.batch.is_empty() && fx.reply.is_none() && fx.notifies.is_empty() {
             done();
             return;
@@ -650,27 +663,18 @@ impl Agent {
         let resolver = self.resolver.clone();
         let me = self.self_tx.clone();
         tokio::spawn(async move {
-            let committed = if fx.batch.is_empty() {
-                Ok(())
-            } else {
-                store.commit(fx.batch).await
-            };
-            if committed.is_ok() {
-                adapter.release(fx.staged);
-                done();
-            } else {
-                adapter.abandon(fx.staged);
-            }
-            if let Err(e) = committed {
-                tracing::error!(error = %e, "store commit failed");
-                if let Some((st, _)) = fx.reply {
+            let reply = st.zip(fx.reply);
+            let committed = crate::durable::commit(&*store, &adapter, fx.batch, fx.staged).await;
+            if committed.is_err() {
+                if let Some((st, _)) = reply {
                     let r = crate::reject::Reject::StoreFailure.response(&st);
                     let _ = st.respond(r).await;
                 }
                 let _ = me.send(Command::Reload(fx.aor.unwrap_or_default()));
                 return;
             }
-            if let Some((st, resp)) = fx.reply {
+            done();
+            if let Some((st, resp)) = reply {
                 let _ = st.respond(resp).await;
             }
             for n in fx.notifies {

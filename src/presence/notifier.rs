@@ -15,7 +15,7 @@ use crate::dialog::{Dialog, dialog_id};
 use crate::reject::Reject;
 use crate::sip::{HeaderName, Method, Scheme, SubState, SubscriptionState};
 use crate::store::Tree;
-use crate::transaction::ServerTransaction;
+use crate::transaction::IncomingRequest;
 use std::cmp::Reverse;
 use std::sync::Arc;
 
@@ -30,7 +30,7 @@ impl Agent {
             .any(|d| d.eq_ignore_ascii_case(host))
     }
 
-    pub(crate) fn on_subscribe(&mut self, st: ServerTransaction) -> Effects {
+    pub(crate) fn on_subscribe(&mut self, st: &IncomingRequest) -> Effects {
         let req = st.request();
         // RFC 6665 §4.2.1.1 / §8.2.1: Event must name a package we serve.
         match req.event() {
@@ -177,7 +177,7 @@ impl Agent {
                 msg,
                 terminal: true,
             });
-            fx.reply = Some((st, resp));
+            fx.reply = Some(resp);
             return fx;
         }
         if let Err(limit) = self.admit(&watcher) {
@@ -193,7 +193,7 @@ impl Agent {
                 r.push_header(HeaderName::RetryAfter, "60");
             }
             return Effects {
-                reply: Some((st, r)),
+                reply: Some(r),
                 ..Effects::default()
             };
         }
@@ -223,7 +223,7 @@ impl Agent {
         let id = rec.id.clone();
         let entry = (!winfo).then(|| winfo_entry(&rec, "subscribe"));
         self.add_sub(rec);
-        fx.reply = Some((st, resp));
+        fx.reply = Some(resp);
         // The immediate NOTIFY (RFC 6665 §4.2.1.2); it also persists the record.
         self.notify_or_defer(&id, &mut fx);
         if let Some(e) = entry {
@@ -233,7 +233,7 @@ impl Agent {
     }
 
     /// A SUBSCRIBE inside an existing dialog: refresh or unsubscribe.
-    fn refresh(&mut self, st: ServerTransaction, expires: Option<u32>) -> Effects {
+    fn refresh(&mut self, st: &IncomingRequest, expires: Option<u32>) -> Effects {
         let req = st.request();
         let id = dialog_id(
             req.call_id().unwrap_or(""),
@@ -269,7 +269,7 @@ impl Agent {
         let aor = sub.rec.presentity.to_string();
         let mut fx = Effects {
             aor: Some(aor),
-            reply: Some((st, resp)),
+            reply: Some(resp),
             ..Effects::default()
         };
         if granted == 0 {

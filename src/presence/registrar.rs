@@ -6,11 +6,11 @@ use super::{Agent, Effects, TimerKey, aor_key, encode, now_ms, refuse};
 use crate::reject::Reject;
 use crate::sip::{Contacts, HeaderName, NameAddr, Uri};
 use crate::store::Tree;
-use crate::transaction::ServerTransaction;
+use crate::transaction::IncomingRequest;
 use std::cmp::Reverse;
 
 impl Agent {
-    pub(crate) fn on_register(&mut self, st: ServerTransaction) -> Effects {
+    pub(crate) fn on_register(&mut self, st: &IncomingRequest) -> Effects {
         let req = st.request();
         // Step 1: the Request-URI names a domain we hold bindings for.
         let ruri_host = req
@@ -142,7 +142,7 @@ impl Agent {
             self.changed(&aor, &mut fx);
         }
         self.gc(&aor);
-        fx.reply = Some((st, resp));
+        fx.reply = Some(resp);
         fx
     }
 

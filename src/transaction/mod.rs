@@ -11,7 +11,7 @@
 mod client;
 pub mod uas;
 
-pub use uas::UasPolicy;
+pub use uas::{IncomingRequest, UasPolicy};
 
 use crate::metrics as m;
 use crate::sip::salvage::salvage_request;
@@ -344,17 +344,14 @@ pub struct TransactionLayer {
 
 /// A new request for the application, with the means to answer it once.
 pub struct ServerTransaction {
-    request: Message,
+    /// The request, its To tag and identity (set by the router).
+    inbound: IncomingRequest,
     source: Source,
     key: ServerKey,
     entry: Arc<ServerEntry>,
     shared: Arc<Shared>,
-    to_tag: String,
     answered: bool,
     span: tracing::Span,
-    /// The AOR the request was authenticated as (RFC 3261 §22), set by the
-    /// router; `None` when authentication is off or the listener trusted.
-    identity: Option<String>,
 }
 
 /// A random token for branches and tags.
@@ -541,15 +538,13 @@ impl TransactionLayer {
         );
         span.in_scope(|| tracing::debug!("request received"));
         let st = ServerTransaction {
-            request: req,
+            inbound: IncomingRequest::new(req, to_tag),
             source,
             key,
             entry,
             shared: self.shared.clone(),
-            to_tag,
             answered: false,
             span,
-            identity: None,
         };
         if self
             .shared
@@ -996,7 +991,12 @@ async fn respond(
 
 impl ServerTransaction {
     pub fn request(&self) -> &Message {
-        &self.request
+        &self.inbound.request
+    }
+
+    /// The request as pure data, for deciding the answer.
+    pub fn inbound(&self) -> &IncomingRequest {
+        &self.inbound
     }
 
     pub fn source(&self) -> &Source {
@@ -1005,18 +1005,18 @@ impl ServerTransaction {
 
     /// The To tag this transaction's responses carry (when the request had none).
     pub fn to_tag(&self) -> &str {
-        &self.to_tag
+        &self.inbound.to_tag
     }
 
     /// Records who the request was authenticated as (an AOR key).
     pub fn set_identity(&mut self, aor: String) {
         self.span.record("identity", aor.as_str());
-        self.identity = Some(aor);
+        self.inbound.identity = Some(aor);
     }
 
     /// The authenticated AOR, if the request was authenticated.
     pub fn identity(&self) -> Option<&str> {
-        self.identity.as_deref()
+        self.inbound.identity.as_deref()
     }
 
     /// The `sip_transaction` span (Call-ID, method, peer): enter it to log
@@ -1027,7 +1027,7 @@ impl ServerTransaction {
 
     /// A response to the request (§8.2.6), To tag included.
     pub fn reply(&self, code: u16, reason: &str) -> Message {
-        uas::reply(&self.request, code, reason, &self.to_tag)
+        self.inbound.reply(code, reason)
     }
 
     /// Sends a provisional (1xx) response; the transaction stays open.
@@ -1049,6 +1049,12 @@ impl ServerTransaction {
     }
 }
 
+impl AsRef<IncomingRequest> for ServerTransaction {
+    fn as_ref(&self) -> &IncomingRequest {
+        &self.inbound
+    }
+}
+
 impl Drop for ServerTransaction {
     fn drop(&mut self) {
         if self.answered {
@@ -1056,7 +1062,7 @@ impl Drop for ServerTransaction {
         }
         // The application dropped the request without answering: answer 500
         // so the client does not retransmit until Timer F.
-        let resp = uas::reply(&self.request, 500, "Server Internal Error", &self.to_tag);
+        let resp = self.inbound.reply(500, "Server Internal Error");
         let shared = self.shared.clone();
         let key = self.key.clone();
         let entry = self.entry.clone();

@@ -54,6 +54,53 @@ impl UasPolicy {
     }
 }
 
+/// A request as the application sees it: the message, the To tag its
+/// responses carry, and who it was authenticated as. Pure data, so that the
+/// agents decide their answers without a live transaction (a
+/// [`super::ServerTransaction`] holds one and sends what they decide).
+#[derive(Debug, Clone)]
+pub struct IncomingRequest {
+    pub request: Message,
+    /// The To tag of responses when the request had none (§8.2.6.2).
+    pub to_tag: String,
+    /// The AOR the request was authenticated as (RFC 3261 §22); `None`
+    /// when authentication is off or the listener is trusted.
+    pub identity: Option<String>,
+}
+
+impl IncomingRequest {
+    pub fn new(request: Message, to_tag: impl Into<String>) -> IncomingRequest {
+        IncomingRequest {
+            request,
+            to_tag: to_tag.into(),
+            identity: None,
+        }
+    }
+
+    pub fn request(&self) -> &Message {
+        &self.request
+    }
+
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
+    }
+
+    pub fn to_tag(&self) -> &str {
+        &self.to_tag
+    }
+
+    /// A response to the request (§8.2.6), To tag included.
+    pub fn reply(&self, code: u16, reason: &str) -> Message {
+        reply(&self.request, code, reason, &self.to_tag)
+    }
+}
+
+impl AsRef<IncomingRequest> for IncomingRequest {
+    fn as_ref(&self) -> &IncomingRequest {
+        self
+    }
+}
+
 /// A response to `req` with the To tag added (RFC 3261 §8.2.6.2).
 pub fn reply(req: &Message, code: u16, reason: &str, to_tag: &str) -> Message {
     let mut resp = Message::response_to(req, code, reason);

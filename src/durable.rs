@@ -1,0 +1,30 @@
+//! The rule both agents' effects drivers apply: a change's batch, with the
+//! adapter deliveries staged in it, is made durable before anything that
+//! acknowledges it leaves (SIP 2xx, CPIM `success`, NOTIFY). One place, so
+//! the presence agent and the gateway cannot drift apart on it.
+
+use crate::delivery::{Adapter, Staged};
+use crate::store::{Batch, Store, StoreError};
+
+/// Commits `batch`; then the deliveries staged in it may go (`release`),
+/// or, if it failed, they are forgotten (`abandon`) and the error logged.
+pub async fn commit(
+    store: &dyn Store,
+    adapter: &Adapter,
+    batch: Batch,
+    staged: Vec<Staged>,
+) -> Result<(), StoreError> {
+    let committed = if batch.is_empty() {
+        Ok(())
+    } else {
+        store.commit(batch).await
+    };
+    match &committed {
+        Ok(()) => adapter.release(staged),
+        Err(e) => {
+            tracing::error!(error = %e, "store commit failed: nothing it held is acknowledged");
+            adapter.abandon(staged);
+        }
+    }
+    committed
+}
