@@ -11,9 +11,13 @@
 //! later changes are coalesced into the next one.
 
 mod admin;
+mod authorization;
 pub use admin::Counts;
 pub use esc::GrantError;
 pub mod compose;
+mod cpim_watchers;
+mod driver;
+use driver::Command;
 mod esc;
 mod notifier;
 pub mod records;
@@ -23,7 +27,7 @@ use crate::body::{PresenceDoc, PresenceFormat};
 use crate::cpim::CpimResponse;
 use crate::delivery::{Adapter, Staged};
 use crate::dialog_table::{DialogOwner, DialogTable};
-use crate::sip::{Message, Method, Uri};
+use crate::sip::{Message, Uri};
 use crate::store::{Batch, Store, StoreError, Tree};
 use crate::transaction::{IncomingRequest, ServerTransaction, TransactionLayer};
 use crate::transport::Resolver;
@@ -152,54 +156,6 @@ pub(crate) enum NotifyOutcome {
     Fatal,
     /// A failure with Retry-After: keep the subscription.
     Transient,
-}
-
-pub(crate) enum Command {
-    Request(Box<ServerTransaction>),
-    NotifyDone {
-        sub_id: String,
-        outcome: NotifyOutcome,
-    },
-    Reload(String),
-    /// A read-only look for the admin views and metrics (`admin.rs`).
-    Inspect(Box<dyn FnOnce(&mut Agent) + Send>),
-    CpimSubscribe {
-        watcher: String,
-        target: String,
-        aor: String,
-        duration: Option<u32>,
-        trans_id: String,
-        reply: oneshot::Sender<CpimResponse>,
-    },
-    CpimUnsubscribe {
-        watcher: String,
-        target: String,
-        trans_id: String,
-        reply: oneshot::Sender<CpimResponse>,
-    },
-    Fetch {
-        aor: String,
-        reply: oneshot::Sender<(PresenceDoc, Bytes)>,
-    },
-    Policies {
-        presentity: String,
-        reply: oneshot::Sender<(Vec<(String, records::PolicyAction)>, records::PolicyAction)>,
-    },
-    SetPolicy {
-        presentity: String,
-        watcher: String,
-        action: Option<records::PolicyAction>,
-        reply: oneshot::Sender<bool>,
-    },
-    /// Grants (`grant`) or revokes a publisher's right to PUBLISH for
-    /// `presentity` (`esc.rs`); `reply` gets whether a grant was held
-    /// before, once the change is durable.
-    SetPublisher {
-        presentity: String,
-        publisher: String,
-        grant: bool,
-        reply: oneshot::Sender<bool>,
-    },
 }
 
 /// Handle to the running agent.
@@ -485,215 +441,6 @@ impl Agent {
         Ok(())
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
-        loop {
-            let next = self.timers.peek().map(|Reverse((at, _))| *at);
-            let sleep = async {
-                match next {
-                    Some(at) => {
-                        let d = (at - now_ms()).max(0) as u64;
-                        tokio::time::sleep(std::time::Duration::from_millis(d)).await
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd),
-                    None => return,
-                },
-                _ = sleep => self.fire_timers(),
-            }
-        }
-    }
-
-    fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Request(st) => {
-                let st = *st;
-                // Logs about this request carry its Call-ID, method and peer.
-                let span = st.span().clone();
-                let _in = span.enter();
-                let inc = st.inbound();
-                let fx = match inc.request().method() {
-                    Some(Method::Register) => self.on_register(inc),
-                    Some(Method::Publish) => self.on_publish(inc),
-                    Some(Method::Subscribe) => self.on_subscribe(inc),
-                    _ => refuse(inc, crate::reject::Reject::MethodNotAllowed),
-                };
-                self.run_effects(Some(st), fx);
-            }
-            Command::NotifyDone { sub_id, outcome } => {
-                let fx = self.on_notify_done(&sub_id, outcome);
-                self.run_effects(None, fx);
-            }
-            Command::Reload(aor) => {
-                tracing::error!(%aor, "store commit failed; reloading presence state from the store");
-                if let Err(e) = self.load() {
-                    tracing::error!(error = %e, "reload failed");
-                }
-            }
-            Command::CpimSubscribe {
-                watcher,
-                target,
-                aor,
-                duration,
-                trans_id,
-                reply,
-            } => {
-                let (resp, fx) = self.cpim_subscribe(&watcher, &target, &aor, duration, &trans_id);
-                self.run_effects_then(None, fx, move || {
-                    let _ = reply.send(resp);
-                });
-            }
-            Command::CpimUnsubscribe {
-                watcher,
-                target,
-                trans_id,
-                reply,
-            } => {
-                let id = cpim_sub_id(&watcher, &target);
-                let mut fx = Effects::default();
-                let resp = if self.subs.contains_key(id.as_str()) {
-                    self.terminate(&id, "timeout", &mut fx);
-                    CpimResponse::success(&trans_id, None)
-                } else {
-                    crate::reject::Reject::DialogGone.cpim(&trans_id)
-                };
-                self.run_effects_then(None, fx, move || {
-                    let _ = reply.send(resp);
-                });
-            }
-            Command::Fetch { aor, reply } => {
-                let body = self.rendered(&aor, PresenceFormat::Pidf);
-                let doc = self.presentities[&aor]
-                    .cache
-                    .as_ref()
-                    .map(|(d, _)| d.clone())
-                    .expect("rendered fills the cache");
-                self.gc(&aor);
-                let _ = reply.send((doc, body));
-            }
-            Command::Policies { presentity, reply } => {
-                let list = self.policies_of(&presentity);
-                let domain = presentity
-                    .rsplit('@')
-                    .next()
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                let default = self
-                    .settings
-                    .domain_policies
-                    .get(&domain)
-                    .copied()
-                    .unwrap_or(self.settings.default_policy);
-                let _ = reply.send((list, default));
-            }
-            Command::SetPolicy {
-                presentity,
-                watcher,
-                action,
-                reply,
-            } => {
-                let fx = self.set_policy(&presentity, &watcher, action);
-                self.run_effects_then(None, fx, move || {
-                    let _ = reply.send(true);
-                });
-            }
-            Command::SetPublisher {
-                presentity,
-                publisher,
-                grant,
-                reply,
-            } => {
-                let (held, fx) = self.set_publisher(&presentity, &publisher, grant);
-                self.run_effects_then(None, fx, move || {
-                    let _ = reply.send(held);
-                });
-            }
-            Command::Inspect(f) => f(self),
-        }
-    }
-
-    fn fire_timers(&mut self) {
-        let now = now_ms();
-        let mut fx = Effects::default();
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((at, key))) = self.timers.pop() else {
-                break;
-            };
-            match key {
-                TimerKey::Binding(k) => self.expire_binding(&k, at, &mut fx),
-                TimerKey::Publication(k) => self.expire_publication(&k, at, &mut fx),
-                TimerKey::Subscription(id) => self.expire_subscription(&id, at, &mut fx),
-                TimerKey::Throttle(id) => self.throttle_over(&id, &mut fx),
-            }
-        }
-        self.run_effects(None, fx);
-    }
-
-    /// Commits, then answers `st` (the request `fx` answers, if any) and
-    /// notifies (never before durability).
-    fn run_effects(&self, st: Option<ServerTransaction>, fx: Effects) {
-        self.run_effects_then(st, fx, || {});
-    }
-
-    /// As `run_effects`, calling `done` once the batch is durable.
-    fn run_effects_then(
-        &self,
-        st: Option<ServerTransaction>,
-        fx: Effects,
-        done: impl FnOnce() + Send + 'static,
-    ) {
-        debug_assert_eq!(
-            st.is_some(),
-            fx.reply.is_some(),
-            "a request gets one answer"
-        );
-        if fx.batch.is_empty() && fx.reply.is_none() && fx.notifies.is_empty() {
-            done();
-            return;
-        }
-        let adapter = self.adapter.clone();
-        let store = self.store.clone();
-        let layer = self.layer.clone();
-        let resolver = self.resolver.clone();
-        let me = self.self_tx.clone();
-        tokio::spawn(async move {
-            let reply = st.zip(fx.reply);
-            let committed = crate::durable::commit(&*store, &adapter, fx.batch, fx.staged).await;
-            if committed.is_err() {
-                if let Some((st, _)) = reply {
-                    let r = crate::reject::Reject::StoreFailure.response(&st);
-                    let _ = st.respond(r).await;
-                }
-                let _ = me.send(Command::Reload(fx.aor.unwrap_or_default()));
-                return;
-            }
-            done();
-            if let Some((st, resp)) = reply {
-                let _ = st.respond(resp).await;
-            }
-            for n in fx.notifies {
-                let layer = layer.clone();
-                let resolver = resolver.clone();
-                let me = me.clone();
-                tokio::spawn(async move {
-                    let outcome = send_notify(&layer, &resolver, n.msg, &n.next_hop).await;
-                    if !n.terminal {
-                        let _ = me.send(Command::NotifyDone {
-                            sub_id: n.sub_id,
-                            outcome,
-                        });
-                    }
-                });
-            }
-        });
-    }
-
     /// The composed document of `aor` rendered as `format`.
     pub(crate) fn rendered(&mut self, aor: &str, format: PresenceFormat) -> Bytes {
         let p = self.presentities.entry(aor.to_owned()).or_default();
@@ -868,29 +615,6 @@ impl Agent {
 /// The id of a CPIM watcher's subscription.
 pub(crate) fn cpim_sub_id(watcher: &str, target: &str) -> String {
     format!("cpim;{watcher};{target}")
-}
-
-/// Sends one NOTIFY (failing over between targets, RFC 3263 §4.3) and
-/// classifies the result (RFC 6665 §4.2.2).
-async fn send_notify(
-    layer: &TransactionLayer,
-    resolver: &Resolver,
-    msg: Message,
-    next_hop: &Uri,
-) -> NotifyOutcome {
-    match layer.send_with_failover(resolver, next_hop, msg).await {
-        Ok(resp) => {
-            let code = resp.status().unwrap_or(500);
-            match code {
-                200..=299 => NotifyOutcome::Delivered,
-                _ if code != 481 && code != 408 && resp.retry_after().ok().flatten().is_some() => {
-                    NotifyOutcome::Transient
-                }
-                _ => NotifyOutcome::Fatal,
-            }
-        }
-        Err(_) => NotifyOutcome::Fatal,
-    }
 }
 
 #[cfg(test)]

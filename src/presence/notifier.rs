@@ -1,16 +1,10 @@
 //! The notifier (RFC 6665 §4.2, RFC 3856 §6): SUBSCRIBE handling, NOTIFY
 //! generation, subscription expiry.
 
-use super::records::{
-    CpimWatcher, DocFormat, Package, PolicyAction, PolicyRecord, SubStatus, SubscriptionRecord,
-};
-use super::{
-    Agent, Effects, NotifyOutcome, OutNotify, TimerKey, aor_key, cpim_sub_id, encode, now_ms,
-    refuse,
-};
+use super::records::{DocFormat, Package, PolicyAction, SubStatus, SubscriptionRecord};
+use super::{Agent, Effects, NotifyOutcome, OutNotify, TimerKey, aor_key, now_ms, refuse};
+use crate::body::negotiate;
 use crate::body::winfo::{self, WatcherEntry, WatcherInfo, WatcherStatus};
-use crate::body::{PresenceFormat, negotiate};
-use crate::cpim::{CpimResponse, NotifyRequest, Presence, tuples_view};
 use crate::dialog::{Dialog, dialog_id};
 use crate::reject::Reject;
 use crate::sip::{HeaderName, Method, Scheme, SubState, SubscriptionState};
@@ -458,150 +452,6 @@ impl Agent {
     }
 }
 
-impl Agent {
-    /// Queues the presentity's state for a CPIM watcher.
-    fn stage_cpim(
-        &mut self,
-        aor: &str,
-        c: &CpimWatcher,
-        state: Option<&str>,
-        reason: Option<&str>,
-        fx: &mut Effects,
-    ) {
-        // Pending or politely blocked CPIM watchers get the neutral document.
-        let sub = self.subs.get(cpim_sub_id(&c.watcher, &c.target).as_str());
-        let neutral = sub.is_some_and(|s| s.rec.status == SubStatus::Pending || s.rec.polite);
-        let state = state.or(sub
-            .filter(|s| s.rec.status == SubStatus::Pending)
-            .map(|_| "pending"));
-        let (body, tuples) = if neutral {
-            let doc = crate::body::PresenceDoc::neutral(&crate::presence::entity_of(aor));
-            (
-                bytes::Bytes::from(doc.render(PresenceFormat::Pidf)),
-                Some(tuples_view(&doc)),
-            )
-        } else {
-            let body = self.rendered(aor, PresenceFormat::Pidf);
-            let tuples = self
-                .presentities
-                .get(aor)
-                .and_then(|p| p.cache.as_ref())
-                .map(|(d, _)| tuples_view(d));
-            (body, tuples)
-        };
-        let n = NotifyRequest {
-            watcher: c.watcher.clone(),
-            target: c.target.clone(),
-            trans_id: Some(c.trans_id.clone()),
-            presence: Presence {
-                content_type: Some(PresenceFormat::Pidf.content_type().to_owned()),
-                body: Some(String::from_utf8_lossy(&body).into_owned()),
-                tuples,
-            },
-            state: state.map(str::to_owned),
-            reason: reason.map(str::to_owned),
-        };
-        let payload = serde_json::to_value(&n).expect("serializes");
-        let staged = self
-            .adapter
-            .stage(&mut fx.batch, &c.watcher, &c.target, "notify", payload);
-        fx.staged.push(staged);
-    }
-
-    /// A CPIM watcher subscribes to a local presentity (issue 6 §3).
-    pub(crate) fn cpim_subscribe(
-        &mut self,
-        watcher: &str,
-        target: &str,
-        aor: &str,
-        duration: Option<u32>,
-        trans_id: &str,
-    ) -> (CpimResponse, Effects) {
-        let mut fx = Effects {
-            aor: Some(aor.to_owned()),
-            ..Effects::default()
-        };
-        let id: Arc<str> = cpim_sub_id(watcher, target).into();
-        let watcher_aor = crate::sip::Uri::parse_str(watcher)
-            .map(|u| aor_key(&u))
-            .unwrap_or_default();
-        let action = self.decide(aor, &watcher_aor);
-        if action == PolicyAction::Block {
-            return (Reject::Forbidden(None).cpim(trans_id), fx);
-        }
-        let requested = duration.unwrap_or(self.settings.default_expires);
-        if requested == 0 {
-            // A fetch: one notification, nothing kept.
-            if self.subs.contains_key(&id) {
-                self.terminate(&id, "timeout", &mut fx);
-            } else {
-                let c = CpimWatcher {
-                    watcher: watcher.into(),
-                    target: target.into(),
-                    trans_id: trans_id.into(),
-                };
-                self.stage_cpim(aor, &c, Some("terminated"), Some("timeout"), &mut fx);
-                self.gc(aor);
-            }
-            return (CpimResponse::success(trans_id, Some(0)), fx);
-        }
-        let granted = requested.clamp(self.settings.min_expires, self.settings.max_expires);
-        let expires_at = now_ms() + i64::from(granted) * 1000;
-        match self.subs.get_mut(&id) {
-            Some(sub) => {
-                sub.rec.expires_at = expires_at;
-                self.timers
-                    .push(Reverse((expires_at, TimerKey::Subscription(id.clone()))));
-            }
-            None => {
-                if let Err(limit) = self.admit(watcher) {
-                    tracing::info!(%watcher, %limit, "CPIM subscribe refused");
-                    let (code, _) = limit.status();
-                    return (
-                        CpimResponse::failure(trans_id, code, &limit.to_string()),
-                        fx,
-                    );
-                }
-                let rec = SubscriptionRecord {
-                    id: id.clone(),
-                    presentity: aor.into(),
-                    watcher: watcher.into(),
-                    event: Package::Presence,
-                    event_id: None,
-                    dialog: Default::default(),
-                    expires_at,
-                    format: DocFormat::Presence(PresenceFormat::Pidf),
-                    status: if action == PolicyAction::Confirm {
-                        SubStatus::Pending
-                    } else {
-                        SubStatus::Active
-                    },
-                    cpim: Some(Box::new(CpimWatcher {
-                        watcher: watcher.into(),
-                        target: target.into(),
-                        trans_id: trans_id.into(),
-                    })),
-                    winfo_version: 0,
-                    polite: action == PolicyAction::PoliteBlock,
-                    approved: false,
-                };
-                self.add_sub(rec);
-            }
-        }
-        fx.batch.put(
-            Tree::Subscriptions,
-            id.as_bytes().to_vec(),
-            self.subs[&id].rec.to_stored(),
-        );
-        self.notify_or_defer(&id, &mut fx);
-        let mut resp = CpimResponse::success(trans_id, Some(granted));
-        if action == PolicyAction::Confirm {
-            resp.status = crate::cpim::Status::Indeterminate;
-        }
-        (resp, fx)
-    }
-}
-
 /// Event, Subscription-State and the body of a NOTIFY (RFC 6665 §8.2).
 fn decorate(
     msg: &mut crate::sip::Message,
@@ -622,7 +472,7 @@ fn decorate(
 }
 
 /// A watcher as winfo shows it (RFC 3858 §4).
-fn winfo_entry(rec: &SubscriptionRecord, event: &'static str) -> WatcherEntry {
+pub(super) fn winfo_entry(rec: &SubscriptionRecord, event: &'static str) -> WatcherEntry {
     WatcherEntry {
         id: crate::presence::compose::binding_tuple_id(&rec.id).replacen("reg-", "w", 1),
         status: match rec.status {
@@ -729,125 +579,6 @@ impl Agent {
 }
 
 impl Agent {
-    /// The rule for `watcher` of `presentity` (both AOR keys): an explicit
-    /// rule, else the presentity domain's default, else the global default.
-    /// A presentity may always watch itself.
-    pub(crate) fn decide(&self, presentity: &str, watcher: &str) -> PolicyAction {
-        if presentity == watcher {
-            return PolicyAction::Allow;
-        }
-        if let Some(a) = self
-            .policies
-            .get(&(presentity.to_owned(), watcher.to_owned()))
-        {
-            return *a;
-        }
-        let domain = presentity
-            .rsplit('@')
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        self.settings
-            .domain_policies
-            .get(&domain)
-            .copied()
-            .unwrap_or(self.settings.default_policy)
-    }
-
-    /// Sets (or with `None` removes) a rule and applies it at once to the
-    /// watcher's existing subscriptions (issue 5): allow → active with the
-    /// real document; polite-block → active, neutral; confirm → pending,
-    /// neutral; block → terminated;reason=rejected.
-    pub(crate) fn set_policy(
-        &mut self,
-        presentity: &str,
-        watcher: &str,
-        action: Option<PolicyAction>,
-    ) -> Effects {
-        let mut fx = Effects {
-            aor: Some(presentity.to_owned()),
-            ..Effects::default()
-        };
-        let rec = PolicyRecord {
-            presentity: presentity.to_owned(),
-            watcher: watcher.to_owned(),
-            action: action.unwrap_or(PolicyAction::Confirm),
-        };
-        match action {
-            Some(a) => {
-                self.policies
-                    .insert((presentity.to_owned(), watcher.to_owned()), a);
-                fx.batch
-                    .put(Tree::Policies, rec.key().into_bytes(), encode(&rec));
-            }
-            None => {
-                self.policies
-                    .remove(&(presentity.to_owned(), watcher.to_owned()));
-                fx.batch.delete(Tree::Policies, rec.key().into_bytes());
-            }
-        }
-        let effective = self.decide(presentity, watcher);
-        let ids: Vec<Arc<str>> = self
-            .presentities
-            .get(presentity)
-            .map(|p| {
-                p.watchers
-                    .iter()
-                    .filter(|id| {
-                        self.subs
-                            .get(*id)
-                            .is_some_and(|s| &*s.rec.watcher == watcher)
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        for id in ids {
-            if effective == PolicyAction::Block {
-                self.terminate(&id, "rejected", &mut fx);
-                continue;
-            }
-            let Some(sub) = self.subs.get_mut(&id) else {
-                continue;
-            };
-            let (status, polite) = match effective {
-                PolicyAction::Allow => (SubStatus::Active, false),
-                PolicyAction::PoliteBlock => (SubStatus::Active, true),
-                _ => (SubStatus::Pending, false),
-            };
-            if sub.rec.status == status && sub.rec.polite == polite {
-                continue;
-            }
-            let approved = sub.rec.status == SubStatus::Pending && status == SubStatus::Active;
-            sub.rec.approved = status == SubStatus::Active && (approved || sub.rec.approved);
-            sub.rec.status = status;
-            sub.rec.polite = polite;
-            // A state change is not throttled away: it goes out now.
-            sub.last_sent = 0;
-            let entry = winfo_entry(&sub.rec, if approved { "approved" } else { "subscribe" });
-            fx.batch.put(
-                Tree::Subscriptions,
-                id.as_bytes().to_vec(),
-                sub.rec.to_stored(),
-            );
-            self.notify_or_defer(&id, &mut fx);
-            self.winfo_changed(presentity, vec![entry], &mut fx);
-        }
-        fx
-    }
-
-    /// The rules of a presentity, for the admin API.
-    pub(crate) fn policies_of(&self, presentity: &str) -> Vec<(String, PolicyAction)> {
-        let mut v: Vec<(String, PolicyAction)> = self
-            .policies
-            .iter()
-            .filter(|((p, _), _)| p == presentity)
-            .map(|((_, w), a)| (w.clone(), *a))
-            .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
-    }
-
     /// The throttle interval of `id` is over: send what waited.
     pub(crate) fn throttle_over(&mut self, id: &str, fx: &mut Effects) {
         let Some(sub) = self.subs.get_mut(id) else {

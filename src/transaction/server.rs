@@ -1,0 +1,610 @@
+//! The server side of the transaction layer (RFC 3261 §17.2): matching
+//! requests to transactions (§17.2.3), the non-INVITE and INVITE server
+//! transactions with Timers G, H, I, J, the UAS core checks on new requests
+//! (§8.2), stateless answers to malformed ones, and [`ServerTransaction`],
+//! the application's handle on one request.
+
+use super::{IncomingRequest, Shared, TransactionLayer, random_token, shrunk_capacity, uas};
+use crate::metrics as m;
+use crate::sip::salvage::salvage_request;
+use crate::sip::{HeaderName, Message, Method, ParseError, default_reason, headers::decode_via};
+use crate::transport::routing::ResponseTarget;
+use crate::transport::{Source, Target, TransportError, response_target, stamp_received};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Server transaction identity (§17.2.3), held in one allocation per key:
+/// the matching fields joined by `'\n'`, the match method last.
+///
+/// Invariant: no field contains `'\n'` (the parser splits header lines on it
+/// and unfolds continuation lines; URIs and tokens exclude it), so two
+/// different field tuples never join to the same text. One joined string
+/// instead of a `String` per field keeps the table small: every UDP
+/// transaction stays in it for Timer J (32 s), 64,000 at 2,000 requests/s.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum ServerKey {
+    /// Magic-cookie branch: `branch, sent-by, method` (ACK → INVITE), plus
+    /// the previous hop's address and port: retransmissions come from the
+    /// same socket, and two senders reusing a branch (RFC 4475's corpus
+    /// does) stay apart even on one host. With `rport` (RFC 3581) the
+    /// sent-by is not where the sender is, so without the port a second
+    /// sender on the host would be taken for a retransmission and its
+    /// answer sent to the first one.
+    Rfc3261 {
+        fields: Box<str>,
+        hop: std::net::SocketAddr,
+    },
+    /// RFC 2543 requests: `Request-URI, From tag, Call-ID, CSeq, top Via,
+    /// method`.
+    Rfc2543 { fields: Box<str> },
+}
+
+impl ServerKey {
+    /// `join` sizes its buffer exactly, so boxing does not reallocate.
+    fn join(parts: &[&str]) -> Box<str> {
+        parts.join("\n").into_boxed_str()
+    }
+
+    /// The same identity for another method: a CANCEL's key names the
+    /// INVITE it cancels this way (§9.2).
+    fn with_method(&self, method: &str) -> ServerKey {
+        let swap = |fields: &str| {
+            let (head, _) = fields.rsplit_once('\n').expect("the method is last");
+            ServerKey::join(&[head, method])
+        };
+        match self {
+            ServerKey::Rfc3261 { fields, hop } => ServerKey::Rfc3261 {
+                fields: swap(fields),
+                hop: *hop,
+            },
+            ServerKey::Rfc2543 { fields } => ServerKey::Rfc2543 {
+                fields: swap(fields),
+            },
+        }
+    }
+}
+
+pub(super) fn match_method(m: &Method) -> &str {
+    if *m == Method::Ack {
+        "INVITE"
+    } else {
+        m.as_str()
+    }
+}
+
+pub(super) fn server_key(req: &Message, source: &Source) -> Option<ServerKey> {
+    let via = req.top_via()?;
+    let method = match_method(req.method()?);
+    if let Some(branch) = via.rfc3261_branch() {
+        let port = via.port.unwrap_or_else(|| via.transport.default_port());
+        let sent_by = format!("{}:{port}", via.host.canonical());
+        return Some(ServerKey::Rfc3261 {
+            fields: ServerKey::join(&[branch, &sent_by, method]),
+            hop: source.peer,
+        });
+    }
+    let ruri = req.request_uri()?.to_string();
+    let cseq = req.cseq().map_or(0, |c| c.seq).to_string();
+    let via_host = format!("{}", via.host) + &via.port.map(|p| format!(":{p}")).unwrap_or_default();
+    Some(ServerKey::Rfc2543 {
+        fields: ServerKey::join(&[
+            &ruri,
+            req.from().and_then(|f| f.tag()).unwrap_or(""),
+            req.call_id().unwrap_or(""),
+            &cseq,
+            &via_host,
+            method,
+        ]),
+    })
+}
+
+#[derive(Debug, Default)]
+pub(super) struct ServerPhase {
+    /// The last response sent, re-sent on a retransmitted request.
+    last: Option<Bytes>,
+    completed: bool,
+    /// INVITE: the ACK arrived.
+    confirmed: bool,
+}
+
+pub(super) struct ServerEntry {
+    target: Target,
+    invite: bool,
+    /// The request's `method` metric label.
+    method: &'static str,
+    phase: Mutex<ServerPhase>,
+    ack: tokio::sync::Notify,
+}
+
+impl ServerEntry {
+    fn phase(&self) -> std::sync::MutexGuard<'_, ServerPhase> {
+        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Timer J for every non-INVITE server transaction over an unreliable
+/// transport (§17.2.2): one queue and one task, not a task per transaction.
+/// The task is spawned on the runtime of the first transaction armed (a
+/// layer lives on one runtime) and ends when the layer is dropped.
+///
+/// Invariant: deadlines in `queue` never decrease from front to back. Timer J
+/// is the same 64·T1 for every transaction of a layer and each deadline is
+/// taken under the queue's lock, so a FIFO is the whole timer.
+pub(super) struct TimerJ {
+    pub(super) queue: Mutex<VecDeque<(Instant, ServerKey)>>,
+    pub(super) wake: tokio::sync::Notify,
+    pub(super) started: std::sync::atomic::AtomicBool,
+}
+
+/// Transactions whose Timer J fires within this much of each other end in
+/// one wake-up of the reaper; Timer J is a minimum, so ending one a few
+/// milliseconds late only absorbs retransmissions a little longer.
+const TIMER_J_COALESCE: Duration = Duration::from_millis(10);
+
+impl TimerJ {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, ServerKey)>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts Timer J for `key`; the first call starts the reaper.
+    fn arm(self: &Arc<Self>, shared: &Arc<Shared>, key: ServerKey) {
+        let was_empty = {
+            let mut q = self.queue();
+            let was_empty = q.is_empty();
+            q.push_back((Instant::now() + shared.timers.t1 * 64, key));
+            was_empty
+        };
+        use std::sync::atomic::Ordering;
+        if !self.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reap_timer_j(self.clone(), Arc::downgrade(shared)));
+        } else if was_empty {
+            self.wake.notify_one();
+        }
+    }
+}
+
+/// Ends the transactions whose Timer J has fired, oldest first; returns when
+/// the layer is gone.
+pub(super) async fn reap_timer_j(timer_j: Arc<TimerJ>, shared: std::sync::Weak<Shared>) {
+    let mut due = Vec::new();
+    loop {
+        if shared.strong_count() == 0 {
+            return;
+        }
+        let front = timer_j.queue().front().map(|(deadline, _)| *deadline);
+        match front {
+            // A permit stored by `notify_one` before this wait is not lost.
+            None => timer_j.wake.notified().await,
+            Some(deadline) if deadline > Instant::now() => {
+                tokio::time::sleep_until(deadline + TIMER_J_COALESCE).await
+            }
+            Some(_) => {
+                let now = Instant::now();
+                {
+                    let mut q = timer_j.queue();
+                    while q.front().is_some_and(|(deadline, _)| *deadline <= now) {
+                        due.extend(q.pop_front().map(|(_, key)| key));
+                    }
+                    if let Some(keep) = shrunk_capacity(q.len(), q.capacity()) {
+                        q.shrink_to(keep);
+                    }
+                }
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                let mut servers = shared.servers();
+                for key in due.drain(..) {
+                    servers.remove(&key);
+                }
+                if let Some(keep) = shrunk_capacity(servers.len(), servers.capacity()) {
+                    servers.shrink_to(keep);
+                }
+                if shrunk_capacity(0, due.capacity()).is_some() {
+                    due = Vec::new();
+                }
+            }
+        }
+    }
+}
+
+/// A new request for the application, with the means to answer it once.
+pub struct ServerTransaction {
+    /// The request, its To tag and identity (set by the router).
+    inbound: IncomingRequest,
+    source: Source,
+    key: ServerKey,
+    entry: Arc<ServerEntry>,
+    shared: Arc<Shared>,
+    answered: bool,
+    span: tracing::Span,
+}
+
+impl TransactionLayer {
+    pub(super) async fn on_request(&self, mut req: Message, source: Source) {
+        stamp_received(&mut req, &source);
+        let Some(key) = server_key(&req, &source) else {
+            tracing::debug!(peer = %source.peer, "request without Via dropped");
+            return;
+        };
+        let method = req.method().cloned().unwrap_or(Method::Options);
+        let existing = self.shared.servers().get(&key).cloned();
+        if let Some(entry) = existing {
+            // A retransmission (§17.2.2), or the ACK of our INVITE answer.
+            if method == Method::Ack {
+                if entry.invite {
+                    entry.phase().confirmed = true;
+                    entry.ack.notify_one();
+                }
+                return;
+            }
+            metrics::counter!(m::SIP_RETRANSMISSIONS, "direction" => "received").increment(1);
+            let last = entry.phase().last.clone();
+            if let Some(bytes) = last {
+                let _ = self
+                    .shared
+                    .transport
+                    .send(bytes, entry.target.clone())
+                    .await;
+            }
+            return;
+        }
+        if method == Method::Ack {
+            // An ACK matching no transaction is absorbed (§17.2.3, §8.2).
+            return;
+        }
+        let target = match response_target(req.top_via().expect("key implies Via"), &source) {
+            ResponseTarget::Direct(t) => t,
+            ResponseTarget::Resolve { proto, .. } => {
+                // maddr naming a host: answer the source address instead.
+                let mut t = Target::new(proto, source.peer);
+                t.conn = source.conn;
+                t
+            }
+        };
+        let method_label = m::method_label(Some(&method));
+        metrics::counter!(m::SIP_REQUESTS_RECEIVED, "method" => method_label).increment(1);
+        let entry = Arc::new(ServerEntry {
+            target,
+            invite: method == Method::Invite,
+            method: method_label,
+            phase: Mutex::new(ServerPhase::default()),
+            ack: tokio::sync::Notify::new(),
+        });
+        self.shared.servers().insert(key.clone(), entry.clone());
+        let to_tag = random_token();
+
+        if method == Method::Cancel {
+            // §9.2: CANCEL matching an INVITE transaction gets 200 (our
+            // INVITEs are answered at once, so it changes nothing); else 481.
+            let invite_key = key.with_method("INVITE");
+            let found = self.shared.servers().contains_key(&invite_key);
+            let code = if found { 200 } else { 481 };
+            let resp = uas::reply(&req, code, default_reason(code), &to_tag);
+            let _ = respond(&self.shared, &key, &entry, resp).await;
+            return;
+        }
+        if let Some(resp) = uas::check_request(&req, &self.shared.policy, &to_tag) {
+            let _ = respond(&self.shared, &key, &entry, resp).await;
+            return;
+        }
+        let span = tracing::info_span!(
+            "sip_transaction",
+            call_id = req.call_id().unwrap_or(""),
+            method = method_label,
+            peer = %source.peer,
+            proto = %source.proto,
+            identity = tracing::field::Empty,
+        );
+        span.in_scope(|| tracing::debug!("request received"));
+        let st = ServerTransaction {
+            inbound: IncomingRequest::new(req, to_tag),
+            source,
+            key,
+            entry,
+            shared: self.shared.clone(),
+            answered: false,
+            span,
+        };
+        if self
+            .shared
+            .draining
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // RFC 3261 §21.5.4: temporarily unable; another server, or this
+            // one after its restart, will take it.
+            let mut resp = st.reply(503, "Service Unavailable (shutting down)");
+            resp.push_header(HeaderName::RetryAfter, "5");
+            let _ = st.respond(resp).await;
+            return;
+        }
+        if let Err(e) = self.shared.app.try_send(st) {
+            // Overloaded (or shutting down): refuse with 503 (RFC 3261 §21.5.4).
+            let st = match e {
+                mpsc::error::TrySendError::Full(st) | mpsc::error::TrySendError::Closed(st) => st,
+            };
+            let mut resp = st.reply(503, "Service Unavailable");
+            resp.push_header(HeaderName::RetryAfter, "5");
+            let _ = st.respond(resp).await;
+        }
+    }
+
+    /// A message that did not parse: a request gets 400 (505, 513) built
+    /// from salvaged headers; responses and noise are dropped (§8.2, RFC
+    /// 4475 §3.1.2).
+    pub(super) async fn on_malformed(&self, bytes: Bytes, error: ParseError, source: Source) {
+        tracing::info!(peer = %source.peer, proto = %source.proto, %error, "malformed message");
+        metrics::counter!(m::SIP_MALFORMED).increment(1);
+        if matches!(error, ParseError::ConflictingContentLength { .. }) {
+            // Cannot be framed: over UDP the datagram is discarded (RFC 4475
+            // §3.3.9); over a stream the connection closes.
+            return;
+        }
+        let Some(s) = salvage_request(&bytes) else {
+            return;
+        };
+        let code = error.status_code();
+        let mut resp = Message::response(code, &error.reason_phrase());
+        for v in &s.via {
+            resp.push_header(HeaderName::Via, v.clone());
+        }
+        if let Some(f) = &s.from {
+            resp.push_header(HeaderName::From, f.clone());
+        }
+        if let Some(t) = &s.to {
+            let needs_tag = !t.contains(";tag=")
+                && crate::sip::headers::decode_name_addr(&t.clone().into()).is_ok();
+            let to = if needs_tag {
+                format!("{t};tag={}", random_token())
+            } else {
+                t.clone()
+            };
+            resp.push_header(HeaderName::To, to);
+        }
+        if let Some(c) = &s.call_id {
+            resp.push_header(HeaderName::CallId, c.clone());
+        }
+        if let Some(c) = &s.cseq {
+            resp.push_header(HeaderName::CSeq, c.clone());
+        }
+        let text = error.to_string().replace(['"', '\\'], "'");
+        resp.push_header(
+            HeaderName::Warning,
+            format!("399 {} \"{text}\"", self.shared.policy.agent),
+        );
+        if code == 505 {
+            resp.push_header(HeaderName::Supported, "");
+        }
+        let target = decode_via(&s.via[0].clone().into())
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .and_then(|v| {
+                // Apply §18.2.1 to the salvaged Via, then route by it.
+                let mut req =
+                    Message::request(Method::Options, crate::sip::Uri::sip(None, "invalid"));
+                req.push_header(HeaderName::Via, v.to_string());
+                stamp_received(&mut req, &source);
+                match response_target(req.top_via()?, &source) {
+                    ResponseTarget::Direct(t) => Some(t),
+                    ResponseTarget::Resolve { .. } => None,
+                }
+            })
+            .unwrap_or_else(|| {
+                let mut t = Target::new(source.proto, source.peer);
+                t.conn = source.conn;
+                t
+            });
+        let _ = self.shared.transport.send(resp.to_bytes(), target).await;
+    }
+}
+
+/// Sends a response in a server transaction and schedules its end.
+pub(super) async fn respond(
+    shared: &Arc<Shared>,
+    key: &ServerKey,
+    entry: &Arc<ServerEntry>,
+    resp: Message,
+) -> Result<(), TransportError> {
+    let code = resp.status().unwrap_or(500);
+    let bytes = resp.to_bytes();
+    let is_final = code >= 200;
+    metrics::counter!(m::SIP_RESPONSES_SENT, "method" => entry.method, "code" => m::code_label(code))
+        .increment(1);
+    {
+        let mut p = entry.phase();
+        if p.completed {
+            // Only one final response per transaction (§17.2.2).
+            return Ok(());
+        }
+        p.last = Some(bytes.clone());
+        p.completed = is_final;
+    }
+    let result = shared
+        .transport
+        .send(bytes.clone(), entry.target.clone())
+        .await;
+    if !is_final {
+        return result;
+    }
+    let reliable = entry.target.proto.is_reliable();
+    if !entry.invite {
+        if reliable {
+            // Timer J is zero over a reliable transport (§17.2.2).
+            shared.end_server(key);
+        } else {
+            shared.timer_j.arm(shared, key.clone());
+        }
+        return result;
+    }
+    let shared = shared.clone();
+    let key = key.clone();
+    let entry = entry.clone();
+    let t = shared.timers;
+    tokio::spawn(async move {
+        // §17.2.1: Timer G retransmits (unreliable) until ACK; Timer H
+        // gives up; Timer I absorbs ACK retransmissions.
+        let h = tokio::time::sleep(t.t1 * 64);
+        tokio::pin!(h);
+        let mut g = t.t1;
+        loop {
+            if entry.phase().confirmed {
+                break;
+            }
+            let next_g = async {
+                if reliable {
+                    std::future::pending::<()>().await
+                } else {
+                    tokio::time::sleep(g).await
+                }
+            };
+            tokio::select! {
+                _ = &mut h => break,
+                _ = entry.ack.notified() => break,
+                _ = next_g => {
+                    g = (g * 2).min(t.t2);
+                    let _ = shared.transport.send(bytes.clone(), entry.target.clone()).await;
+                }
+            }
+        }
+        if !reliable {
+            tokio::time::sleep(t.t4).await;
+        }
+        shared.end_server(&key);
+    });
+    result
+}
+
+impl ServerTransaction {
+    pub fn request(&self) -> &Message {
+        &self.inbound.request
+    }
+
+    /// The request as pure data, for deciding the answer.
+    pub fn inbound(&self) -> &IncomingRequest {
+        &self.inbound
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The To tag this transaction's responses carry (when the request had none).
+    pub fn to_tag(&self) -> &str {
+        &self.inbound.to_tag
+    }
+
+    /// Records who the request was authenticated as (an AOR key).
+    pub fn set_identity(&mut self, aor: String) {
+        self.span.record("identity", aor.as_str());
+        self.inbound.identity = Some(aor);
+    }
+
+    /// The authenticated AOR, if the request was authenticated.
+    pub fn identity(&self) -> Option<&str> {
+        self.inbound.identity.as_deref()
+    }
+
+    /// The `sip_transaction` span (Call-ID, method, peer): enter it to log
+    /// on behalf of this transaction.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// A response to the request (§8.2.6), To tag included.
+    pub fn reply(&self, code: u16, reason: &str) -> Message {
+        self.inbound.reply(code, reason)
+    }
+
+    /// Sends a provisional (1xx) response; the transaction stays open.
+    pub async fn provisional(&self, resp: Message) -> Result<(), TransportError> {
+        debug_assert!(resp.status().is_some_and(|c| c < 200));
+        respond(&self.shared, &self.key, &self.entry, resp).await
+    }
+
+    /// Sends the final response; the transaction then absorbs
+    /// retransmissions until Timer J.
+    pub async fn respond(mut self, resp: Message) -> Result<(), TransportError> {
+        use tracing::Instrument;
+        self.answered = true;
+        let span = self.span.clone();
+        span.in_scope(|| tracing::debug!(code = resp.status(), "response"));
+        respond(&self.shared, &self.key, &self.entry, resp)
+            .instrument(span)
+            .await
+    }
+}
+
+impl AsRef<IncomingRequest> for ServerTransaction {
+    fn as_ref(&self) -> &IncomingRequest {
+        &self.inbound
+    }
+}
+
+impl Drop for ServerTransaction {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        // The application dropped the request without answering: answer 500
+        // so the client does not retransmit until Timer F.
+        let resp = self.inbound.reply(500, "Server Internal Error");
+        let shared = self.shared.clone();
+        let key = self.key.clone();
+        let entry = self.entry.clone();
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                let _ = respond(&shared, &key, &entry, resp).await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::{Limits, parse_datagram};
+    use crate::transport::Proto;
+
+    fn key_of(raw: &str) -> ServerKey {
+        let req = parse_datagram(Bytes::from(raw.to_owned()), &Limits::default()).unwrap();
+        let source = Source {
+            proto: Proto::Udp,
+            peer: "192.0.2.20:5060".parse().unwrap(),
+            local: "192.0.2.10:5060".parse().unwrap(),
+            conn: None,
+        };
+        server_key(&req, &source).unwrap()
+    }
+
+    fn request(method: &str, via_params: &str) -> String {
+        format!(
+            "{method} sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20{via_params}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:w@example.com>;tag=f\r\nTo: <sip:p@example.com>\r\n\
+             Call-ID: c@x\r\nCSeq: 7 {method}\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    /// §9.2: a CANCEL names the INVITE it cancels by the same identity with
+    /// the method changed, for both §17.2.3 forms; an ACK matches the INVITE.
+    #[test]
+    fn cancel_and_ack_keys_name_the_invite() {
+        for via in [";branch=z9hG4bKabc", ""] {
+            let invite = key_of(&request("INVITE", via));
+            let cancel = key_of(&request("CANCEL", via));
+            assert_ne!(cancel, invite, "via {via:?}");
+            assert_eq!(cancel.with_method("INVITE"), invite, "via {via:?}");
+            assert_eq!(key_of(&request("ACK", via)), invite, "via {via:?}");
+            assert_ne!(key_of(&request("OPTIONS", via)), invite, "via {via:?}");
+        }
+        // Another branch or sent-by is another transaction.
+        let invite = key_of(&request("INVITE", ";branch=z9hG4bKabc"));
+        assert_ne!(key_of(&request("INVITE", ";branch=z9hG4bKabd")), invite);
+        assert_ne!(
+            key_of(&request("INVITE", ":5070;branch=z9hG4bKabc")),
+            invite
+        );
+    }
+}
