@@ -873,7 +873,13 @@ async fn failed_commits_are_never_acknowledged() {
     let tid = r.to().unwrap().tag().unwrap().to_owned();
     e.ua.triggered_notify(&mut notifies).await;
     e.fail.store(true, Ordering::SeqCst);
-    let un = watcher_subscribe(2, 0, Some(&tid)).replace("s2c-1", "s2c-fail");
+    // Its refresh: 500, and no NOTIFY.
+    let re = watcher_subscribe(2, 600, Some(&tid)).replace("s2c-1", "s2c-fail");
+    let mut refreshed = Vec::new();
+    let r = e.ua.request(&re, &mut refreshed).await;
+    assert_eq!(r.status(), Some(500), "{r:?}");
+    assert!(refreshed.is_empty(), "no NOTIFY: {refreshed:?}");
+    let un = watcher_subscribe(3, 0, Some(&tid)).replace("s2c-1", "s2c-fail");
     let mut finals = Vec::new();
     let r = e.ua.request(&un, &mut finals).await;
     assert_eq!(r.status(), Some(500), "{r:?}");
@@ -889,6 +895,16 @@ async fn failed_commits_are_never_acknowledged() {
         .await;
     assert_eq!(code, 503, "{v}");
     assert_eq!(v["error"]["code"], "unavailable", "{v}");
+    quiet(&e).await;
+    // The CPIM side ends it: 503, and no final NOTIFY.
+    let (code, v) = e
+        .post(
+            "/cpim/v1/notify",
+            json!({"watcher": "pres:bob@sip.example.net", "target": "pres:carol@xmpp.example.org",
+                   "presence": {}, "state": "terminated", "reason": "rejected"}),
+        )
+        .await;
+    assert_eq!(code, 503, "{v}");
     quiet(&e).await;
 
     // --- CPIM → SIP (§7.2): the SIP 2xx arrives, the dialog cannot be stored.
@@ -914,6 +930,15 @@ async fn failed_commits_are_never_acknowledged() {
     let (code, v) = t.await.unwrap();
     assert_eq!((code, v["status"].as_str()), (200, Some("success")));
     e.fail.store(true, Ordering::SeqCst);
+    // Its refresh: 503, and no SUBSCRIBE with a CSeq the store lacks.
+    let t = e.subscribe(
+        "pres:dora@xmpp.example.org",
+        "pres:bob@sip.example.net",
+        900,
+    );
+    let (code, v) = t.await.unwrap();
+    assert_eq!(code, 503, "{v}");
+    quiet(&e).await;
     let body = pidf(
         "pres:bob@sip.example.net",
         "b1",

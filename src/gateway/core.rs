@@ -200,13 +200,27 @@ impl GatewayCore {
 
     fn undo(&mut self, u: Undo, fx: &mut Effects) {
         match u {
-            Undo::Unsent(key) => {
+            Undo::Unsent { key, cpim_until } => {
                 // Not sent: the adapter (if it asked) learns the failure.
-                if let Some(reply) = self.pending.remove(&key).and_then(|p| p.reply) {
+                let Some(p) = self.pending.remove(&key) else {
+                    return;
+                };
+                if let Some(e) = p.early_id.and_then(|id| self.dialogs.get_mut(&id)) {
+                    e.rec.cpim_until = cpim_until;
+                }
+                if let Some(reply) = p.reply {
                     fx.push(Effect::Answer {
                         reply,
                         result: Err(store_failure()),
                     });
+                }
+            }
+            Undo::Revert(rec) => {
+                // Its timer for the stored expiry is still armed and,
+                // matching again, fires.
+                if let Some(e) = self.dialogs.get_mut(&rec.id) {
+                    e.rec = *rec;
+                    e.in_flight = false;
                 }
             }
             Undo::Restore(recs) => {

@@ -62,8 +62,16 @@ impl GatewayCore {
         if let Some(id) = self.by_pair.get(&pair).cloned() {
             // Already subscribed: a refresh with the new duration.
             if let Some(e) = self.dialogs.get_mut(&id) {
+                let stored = e.rec.cpim_until;
                 e.rec.cpim_until = now + i64::from(duration) * 1000;
                 self.send_in_dialog(&id, duration, Some(reply), false, fx);
+                if let Some(Effect::Commit {
+                    undo: Some(Undo::Unsent { cpim_until, .. }),
+                    ..
+                }) = fx.effects.last_mut()
+                {
+                    *cpim_until = stored;
+                }
             }
             return;
         }
@@ -143,12 +151,13 @@ impl GatewayCore {
             },
         );
         // The CSeq used is durable before the request leaves.
+        let cpim_until = e.rec.cpim_until;
         let send = Effect::Subscribe {
             key: key.clone(),
             request: m,
             hop,
         };
-        fx.commit(batch, vec![send], Some(Undo::Unsent(key)));
+        fx.commit(batch, vec![send], Some(Undo::Unsent { key, cpim_until }));
     }
 
     pub(super) fn subscribe_done(

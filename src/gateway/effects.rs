@@ -57,8 +57,11 @@ pub enum LocalCall {
 /// the store says. Fed back to the core as [`super::core::Event::Undo`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Undo {
-    /// A SUBSCRIBE whose CSeq could not be made durable was not sent.
-    Unsent(PendingKey),
+    /// A SUBSCRIBE whose CSeq could not be made durable was not sent; a
+    /// CPIM refresh's new duration (`cpim_until`) goes back to the stored one.
+    Unsent { key: PendingKey, cpim_until: i64 },
+    /// A refresh whose record could not be stored: the dialog as stored.
+    Revert(Box<GatewayDialog>),
     /// Dialogs whose removal failed: held again.
     Restore(Vec<GatewayDialog>),
     /// NOTIFYs that were not sent: nothing in flight on these dialogs.

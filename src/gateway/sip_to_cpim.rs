@@ -177,9 +177,10 @@ impl GatewayCore {
         } else {
             SubState::Active
         };
-        let created = !self.dialogs.contains_key(&id);
+        let mut before = None;
         let rec = match self.dialogs.get_mut(&id) {
             Some(e) => {
+                before = Some(Box::new(e.rec.clone()));
                 e.rec.expires_at = now + i64::from(duration) * 1000;
                 e.rec.clone()
             }
@@ -238,12 +239,11 @@ impl GatewayCore {
         e.rec = rec;
         e.in_flight = true;
         // No 202 and no NOTIFY for a dialog that is not durable; a new one
-        // is forgotten again (a refresh keeps its dialog, whose stored
-        // expiry still stands).
-        let undo = if created {
-            Undo::Forget(id.clone())
-        } else {
-            Undo::NotInFlight(vec![id.clone()])
+        // is forgotten again, a refreshed one goes back to its stored
+        // expiry.
+        let undo = match before {
+            Some(rec) => Undo::Revert(rec),
+            None => Undo::Forget(id.clone()),
         };
         let then = vec![
             Effect::Respond { tx, response: r },

@@ -160,7 +160,13 @@ fn cpim_watcher_of_a_sip_presentity() {
     let fx = c.handle(Event::Tick, due);
     let (puts, _, _, then, undo) = commit(fx);
     assert_eq!(puts, 1, "the new CSeq is stored before the request leaves");
-    assert_eq!(undo, Some(Undo::Unsent(key.clone())));
+    assert_eq!(
+        undo,
+        Some(Undo::Unsent {
+            key: key.clone(),
+            cpim_until: NOW + 600_000
+        })
+    );
     let [Effect::Subscribe { request, hop, .. }] = &then[..] else {
         panic!("a refresh: {then:?}");
     };
@@ -492,4 +498,69 @@ fn refusals_change_nothing() {
         matches!(&fx.effects[..], [Effect::Respond { response, .. }] if response.status() == Some(481))
     );
     assert!(c.dialogs.is_empty() && c.next_timer().is_none());
+}
+
+/// A SIP watcher's refresh whose record cannot be stored: no 202, and the
+/// dialog goes back to the expiry the store holds (its timer fires then).
+#[test]
+fn a_refresh_whose_commit_failed_keeps_the_stored_expiry() {
+    let mut c = core();
+    let inc = sip_subscribe(600, "presence");
+    let fx = c.handle(
+        Event::Sip {
+            tx: 1,
+            request: &inc,
+        },
+        NOW,
+    );
+    let [Effect::Ask { id, .. }] = &fx.effects[..] else {
+        panic!()
+    };
+    let (id, tid) = (id.clone(), id.split(';').nth(1).unwrap().to_owned());
+    let ok = |t: &str| Ok(CpimResponse::success(t, None));
+    let answered = |c: &mut GatewayCore, inc: &IncomingRequest, refresh, at| {
+        let ev = Event::AdapterAnswered {
+            tx: 1,
+            request: inc,
+            id: id.clone(),
+            refresh,
+            outcome: ok(&tid),
+        };
+        commit(c.handle(ev, at))
+    };
+    answered(&mut c, &inc, false, NOW);
+    c.handle(
+        Event::NotifyDone {
+            id: id.clone(),
+            ok: true,
+        },
+        NOW,
+    );
+    assert_eq!(c.next_timer(), Some(NOW + 600_000));
+    let mut refresh = sip_subscribe(600, "presence");
+    refresh.request.set_header(
+        HeaderName::To,
+        format!("<sip:bob@xmpp.example.org>;tag={tid}"),
+    );
+    refresh.request.set_header(HeaderName::CSeq, "2 SUBSCRIBE");
+    let fx = c.handle(
+        Event::Sip {
+            tx: 2,
+            request: &refresh,
+        },
+        NOW + 100_000,
+    );
+    assert!(matches!(
+        &fx.effects[..],
+        [Effect::Ask { refresh: true, .. }]
+    ));
+    let (_, _, _, _, undo) = answered(&mut c, &refresh, true, NOW + 100_000);
+    let Some(Undo::Revert(before)) = undo else {
+        panic!("{undo:?}")
+    };
+    assert_eq!(before.expires_at, NOW + 600_000);
+    c.handle(Event::Undo(Undo::Revert(before)), NOW + 100_001);
+    // The stored expiry stands: the dialog ends then, not 600 s later.
+    let fx = c.handle(Event::Tick, NOW + 600_000);
+    assert_eq!(fx.dialogs, [DialogEvent::Ended(id)]);
 }
