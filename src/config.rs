@@ -64,6 +64,7 @@ pub struct SipConfig {
     pub limits: Limits,
     pub transport: TransportSettings,
     pub timers: TimerSettings,
+    pub overload: OverloadSettings,
 }
 
 /// `[sip.transport]`.
@@ -89,6 +90,27 @@ impl Default for TransportSettings {
             connect_timeout_ms: 5000,
             udp_mtu_threshold: 1300,
             udp_recv_buffer_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[sip.overload]`: load shedding by queue delay (docs/operations.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverloadSettings {
+    /// A new request that waited longer than this for its agent is answered
+    /// 503 at once instead of being served; 0 turns shedding off. Below
+    /// T1, so that it is answered before the client retransmits.
+    pub max_queue_delay_ms: u64,
+    /// The Retry-After of those 503s (RFC 3261 §21.5.4), in seconds.
+    pub retry_after_s: u32,
+}
+
+impl Default for OverloadSettings {
+    fn default() -> Self {
+        OverloadSettings {
+            max_queue_delay_ms: 200,
+            retry_after_s: 2,
         }
     }
 }
@@ -124,6 +146,7 @@ impl Default for SipConfig {
             limits: Limits::default(),
             transport: TransportSettings::default(),
             timers: TimerSettings::default(),
+            overload: OverloadSettings::default(),
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum Reject {
     StoreFailure,
     /// 503, with Retry-After when a time can be given (RFC 3261 §21.5.4).
     Unavailable { retry_after: Option<u32> },
+    /// The request waited too long for its agent (`[sip.overload]`).
+    Overloaded { retry_after: u32 },
     /// 603: the CPIM side refused (seed §7.1).
     Decline,
 }
@@ -77,7 +79,7 @@ impl Reject {
             Reject::BadEvent { .. } => 489,
             Reject::OutOfSync => 494,
             Reject::CSeqOutOfOrder | Reject::StoreFailure => 500,
-            Reject::Unavailable { .. } => 503,
+            Reject::Unavailable { .. } | Reject::Overloaded { .. } => 503,
             Reject::Decline => 603,
         }
     }
@@ -100,6 +102,7 @@ impl Reject {
             Reject::CSeqOutOfOrder => "CSeq Out Of Order".into(),
             Reject::StoreFailure => "Server Internal Error (store failure)".into(),
             Reject::Unavailable { .. } => "Service Unavailable".into(),
+            Reject::Overloaded { .. } => "Service Unavailable (overloaded)".into(),
             Reject::Decline => "Decline".into(),
         }
     }
@@ -117,6 +120,7 @@ impl Reject {
                 r.push_header(HeaderName::MinExpires, min.to_string())
             }
             Reject::TemporarilyUnavailable { retry_after }
+            | Reject::Overloaded { retry_after }
             | Reject::Unavailable {
                 retry_after: Some(retry_after),
             } => r.push_header(HeaderName::RetryAfter, retry_after.to_string()),

@@ -66,6 +66,9 @@ fn policy(cfg: &Config) -> UasPolicy {
             .first()
             .cloned()
             .unwrap_or_else(|| "sip-cpim-gateway".into()),
+        max_queue_delay: (cfg.sip.overload.max_queue_delay_ms > 0)
+            .then(|| std::time::Duration::from_millis(cfg.sip.overload.max_queue_delay_ms)),
+        overload_retry_after: cfg.sip.overload.retry_after_s,
     }
 }
 

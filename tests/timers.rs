@@ -241,3 +241,41 @@ async fn server_timer_j_ends_each_transaction_on_its_own_deadline() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(l.in_flight().1, 1);
 }
+
+/// `[sip.overload]`: a new request that waited longer than the queue-delay
+/// budget for its agent is to be shed with 503 and the configured
+/// Retry-After, and not before (RFC 3261 §21.5.4).
+#[tokio::test(start_paused = true)]
+async fn a_request_that_waited_past_the_budget_is_shed() {
+    let rec = Arc::new(Recorder::default());
+    let policy = UasPolicy {
+        allow: vec![Method::Publish],
+        max_queue_delay: Some(Duration::from_millis(200)),
+        overload_retry_after: 3,
+        ..UasPolicy::default()
+    };
+    let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let raw = "PUBLISH sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKshed\r\nMax-Forwards: 70\r\nFrom: <sip:p@example.com>;tag=a\r\nTo: <sip:p@example.com>\r\nCall-ID: shed@x\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n";
+    l.on_inbound(Inbound::Message {
+        msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
+        source: source(),
+    })
+    .await;
+    let st = app.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(st.shed(), None, "at the budget it is still served");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(st.shed(), Some(3));
+    // With no budget configured nothing is ever shed.
+    let (l, mut app) = publish_server(rec.clone());
+    l.on_inbound(Inbound::Message {
+        msg: Box::new(
+            parse_datagram(Bytes::from(raw.replace("shed", "keep")), &Limits::default()).unwrap(),
+        ),
+        source: source(),
+    })
+    .await;
+    let st = app.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(st.shed(), None);
+}

@@ -159,6 +159,14 @@ impl Driver {
                 self.core.handle(event, now)
             }
             Cmd::Sip(st) => {
+                if let Some(retry_after) = st.shed() {
+                    metrics::counter!(crate::metrics::SIP_SHED).increment(1);
+                    let r = Reject::Overloaded { retry_after }.response(st.inbound());
+                    tokio::spawn(async move {
+                        let _ = st.respond(r).await;
+                    });
+                    return;
+                }
                 let tx = self.id();
                 let event = Event::Sip {
                     tx,

@@ -92,11 +92,11 @@ impl Agent {
                 let span = st.span().clone();
                 let _in = span.enter();
                 let inc = st.inbound();
-                let fx = match inc.request().method() {
-                    Some(Method::Register) => self.on_register(inc),
-                    Some(Method::Publish) => self.on_publish(inc),
-                    Some(Method::Subscribe) => self.on_subscribe(inc),
-                    _ => refuse(inc, crate::reject::Reject::MethodNotAllowed),
+                let fx = if let Some(retry_after) = st.shed() {
+                    metrics::counter!(crate::metrics::SIP_SHED).increment(1);
+                    refuse(inc, crate::reject::Reject::Overloaded { retry_after })
+                } else {
+                    self.on_request(inc)
                 };
                 self.run_effects(Some(st), fx);
             }
@@ -292,5 +292,16 @@ async fn send_notify(
             }
         }
         Err(_) => NotifyOutcome::Fatal,
+    }
+}
+
+impl Agent {
+    fn on_request(&mut self, inc: &crate::transaction::IncomingRequest) -> Effects {
+        match inc.request().method() {
+            Some(Method::Register) => self.on_register(inc),
+            Some(Method::Publish) => self.on_publish(inc),
+            Some(Method::Subscribe) => self.on_subscribe(inc),
+            _ => refuse(inc, crate::reject::Reject::MethodNotAllowed),
+        }
     }
 }

@@ -221,6 +221,8 @@ pub struct ServerTransaction {
     shared: Arc<Shared>,
     answered: bool,
     span: tracing::Span,
+    /// When the request arrived, for shedding by queue delay.
+    received: Instant,
 }
 
 impl TransactionLayer {
@@ -308,6 +310,7 @@ impl TransactionLayer {
             shared: self.shared.clone(),
             answered: false,
             span,
+            received: Instant::now(),
         };
         if self
             .shared
@@ -480,6 +483,18 @@ pub(super) async fn respond(
 impl ServerTransaction {
     pub fn request(&self) -> &Message {
         &self.inbound.request
+    }
+
+    /// The Retry-After of the 503 to answer instead of serving the request,
+    /// when it waited for its agent longer than `[sip.overload]
+    /// max_queue_delay_ms` (`Reject::Overloaded`): under
+    /// overload the agents answer what they can still answer in time and
+    /// refuse the rest cheaply, so goodput stays near capacity and the
+    /// clients stop retransmitting (RFC 3261 §21.5.4; the queue-delay
+    /// signal of RFC 7339's ideas, without its Via parameters).
+    pub fn shed(&self) -> Option<u32> {
+        let limit = self.shared.policy.max_queue_delay?;
+        (self.received.elapsed() > limit).then_some(self.shared.policy.overload_retry_after)
     }
 
     /// The request as pure data, for deciding the answer.

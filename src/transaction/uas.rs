@@ -16,6 +16,11 @@ pub struct UasPolicy {
     pub supported: Vec<String>,
     /// Host put in Warning headers (RFC 3261 §20.43 warn-agent).
     pub agent: String,
+    /// Shed a new request that waited longer than this for its agent
+    /// (`[sip.overload]`); `None`: never.
+    pub max_queue_delay: Option<std::time::Duration>,
+    /// Retry-After of a shed request's 503.
+    pub overload_retry_after: u32,
 }
 
 impl Default for UasPolicy {
@@ -26,6 +31,8 @@ impl Default for UasPolicy {
             accept: vec![],
             supported: vec![],
             agent: "sip-cpim-gateway".into(),
+            max_queue_delay: None,
+            overload_retry_after: 2,
         }
     }
 }
@@ -256,6 +263,7 @@ mod tests {
             accept: vec!["application/pidf+xml".into()],
             supported: vec![],
             agent: "gw.example.com".into(),
+            ..UasPolicy::default()
         }
     }
 

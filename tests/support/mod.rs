@@ -76,6 +76,7 @@ pub fn policy() -> UasPolicy {
         accept: vec!["application/pidf+xml".into()],
         supported: vec![],
         agent: "gw.test".into(),
+        ..UasPolicy::default()
     }
 }
 
