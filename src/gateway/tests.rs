@@ -41,16 +41,17 @@ fn h(m: &Message, name: HeaderName) -> &str {
     m.header_value(&name).unwrap_or("")
 }
 
-/// The one commit of `fx`: (puts, deletes, deliveries, then, undo).
-fn commit(
-    fx: Effects,
-) -> (
+/// A commit's (puts, deletes, deliveries, then, undo).
+type Commit = (
     usize,
     usize,
     Vec<super::effects::Delivery>,
     Vec<Effect>,
     Option<Undo>,
-) {
+);
+
+/// The one commit of `fx`.
+fn commit(fx: Effects) -> Commit {
     let [
         Effect::Commit {
             batch,
@@ -418,34 +419,48 @@ fn sip_watcher_of_a_cpim_presentity() {
     assert_eq!(c.next_timer(), None);
 }
 
+/// The dialog id a SIP watcher's SUBSCRIBE is asked to the adapter for.
+fn asked(c: &mut GatewayCore, inc: &IncomingRequest, at: i64) -> String {
+    let fx = c.handle(
+        Event::Sip {
+            tx: 1,
+            request: inc,
+        },
+        at,
+    );
+    let [Effect::Ask { id, .. }] = &fx.effects[..] else {
+        panic!("{fx:?}")
+    };
+    id.clone()
+}
+
+/// The adapter says `success`: the commit that follows.
+fn answered(
+    c: &mut GatewayCore,
+    inc: &IncomingRequest,
+    id: &str,
+    refresh: bool,
+    at: i64,
+) -> Commit {
+    let tid = id.split(';').nth(1).unwrap();
+    let ev = Event::AdapterAnswered {
+        tx: 1,
+        request: inc,
+        id: id.to_owned(),
+        refresh,
+        outcome: Ok(CpimResponse::success(tid, None)),
+    };
+    commit(c.handle(ev, at))
+}
+
 /// A failed commit's undo puts memory back where the store is: a dialog
 /// created for a 202 that never went is forgotten (and unrouted).
 #[test]
 fn a_dialog_whose_commit_failed_is_forgotten() {
     let mut c = core();
     let inc = sip_subscribe(600, "presence");
-    let fx = c.handle(
-        Event::Sip {
-            tx: 1,
-            request: &inc,
-        },
-        NOW,
-    );
-    let [Effect::Ask { id, .. }] = &fx.effects[..] else {
-        panic!()
-    };
-    let id = id.clone();
-    let fx = c.handle(
-        Event::AdapterAnswered {
-            tx: 1,
-            request: &inc,
-            id: id.clone(),
-            refresh: false,
-            outcome: Ok(CpimResponse::success("x", None)),
-        },
-        NOW,
-    );
-    let (_, _, _, _, undo) = commit(fx);
+    let id = asked(&mut c, &inc, NOW);
+    let (_, _, _, _, undo) = answered(&mut c, &inc, &id, false, NOW);
     let fx = c.handle(Event::Undo(undo.unwrap()), NOW);
     assert_eq!(fx.dialogs, [DialogEvent::Ended(id)]);
     assert!(fx.effects.is_empty());
@@ -506,29 +521,9 @@ fn refusals_change_nothing() {
 fn a_refresh_whose_commit_failed_keeps_the_stored_expiry() {
     let mut c = core();
     let inc = sip_subscribe(600, "presence");
-    let fx = c.handle(
-        Event::Sip {
-            tx: 1,
-            request: &inc,
-        },
-        NOW,
-    );
-    let [Effect::Ask { id, .. }] = &fx.effects[..] else {
-        panic!()
-    };
-    let (id, tid) = (id.clone(), id.split(';').nth(1).unwrap().to_owned());
-    let ok = |t: &str| Ok(CpimResponse::success(t, None));
-    let answered = |c: &mut GatewayCore, inc: &IncomingRequest, refresh, at| {
-        let ev = Event::AdapterAnswered {
-            tx: 1,
-            request: inc,
-            id: id.clone(),
-            refresh,
-            outcome: ok(&tid),
-        };
-        commit(c.handle(ev, at))
-    };
-    answered(&mut c, &inc, false, NOW);
+    let id = asked(&mut c, &inc, NOW);
+    let tid = id.split(';').nth(1).unwrap().to_owned();
+    answered(&mut c, &inc, &id, false, NOW);
     c.handle(
         Event::NotifyDone {
             id: id.clone(),
@@ -543,18 +538,8 @@ fn a_refresh_whose_commit_failed_keeps_the_stored_expiry() {
         format!("<sip:bob@xmpp.example.org>;tag={tid}"),
     );
     refresh.request.set_header(HeaderName::CSeq, "2 SUBSCRIBE");
-    let fx = c.handle(
-        Event::Sip {
-            tx: 2,
-            request: &refresh,
-        },
-        NOW + 100_000,
-    );
-    assert!(matches!(
-        &fx.effects[..],
-        [Effect::Ask { refresh: true, .. }]
-    ));
-    let (_, _, _, _, undo) = answered(&mut c, &refresh, true, NOW + 100_000);
+    assert_eq!(asked(&mut c, &refresh, NOW + 100_000), id);
+    let (_, _, _, _, undo) = answered(&mut c, &refresh, &id, true, NOW + 100_000);
     let Some(Undo::Revert(before)) = undo else {
         panic!("{undo:?}")
     };
