@@ -286,3 +286,80 @@ async fn publisher_grant_routes() {
     assert!(grant["put"].is_object() && grant["delete"].is_object());
     assert!(api["components"]["schemas"]["PublisherList"].is_object());
 }
+
+/// Every refusal is the JSON error body, even those axum makes itself: a
+/// path parameter that does not decode (400 `invalid_path`, was a
+/// text/plain body) and a method the route does not serve (405
+/// `method_not_allowed` with `Allow`, was an empty body), the 405 behind
+/// the bearer check like the route itself.
+#[tokio::test]
+async fn extractor_and_method_refusals_are_json() {
+    let dir = TempDir::new("admin-refusals");
+    let s = start(&dir).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", s.http);
+
+    for (method, path, param) in [
+        (reqwest::Method::GET, "/admin/v1/policies/%FF", "presentity"),
+        (reqwest::Method::GET, "/admin/v1/dialogs/%FF%FE", "id"),
+        (
+            reqwest::Method::PUT,
+            "/admin/v1/publishers/pres:carol%40example.com/%C3",
+            "publisher",
+        ),
+        (reqwest::Method::GET, "/cpim/v1/presence/%FF", "presentity"),
+    ] {
+        let r = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_path", "{path}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(param), "{path}: {message}");
+    }
+
+    for (method, path, token, allow) in [
+        (
+            reqwest::Method::PATCH,
+            "/cpim/v1/presence/x",
+            Some(TOKEN),
+            "GET,HEAD",
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/cpim/v1/subscribe",
+            Some(TOKEN),
+            "POST",
+        ),
+        (
+            reqwest::Method::POST,
+            "/admin/v1/dialogs/abc",
+            Some(TOKEN),
+            "GET,HEAD",
+        ),
+        (reqwest::Method::POST, "/healthz", None, "GET,HEAD"),
+    ] {
+        let mut r = http.request(method.clone(), format!("{base}{path}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allow, "{method} {path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        assert_eq!(
+            body["error"]["message"],
+            format!("{method} is not allowed on this route")
+        );
+    }
+    let (code, body) = send(&s, reqwest::Method::DELETE, "/cpim/v1/subscribe", None).await;
+    assert_eq!(code, 401, "the bearer check comes before the method");
+    assert_eq!(body["error"]["code"], "unauthorized");
+}
