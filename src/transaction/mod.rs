@@ -9,9 +9,11 @@
 //! [`TransactionLayer::send_request`].
 
 mod client;
+mod expiry;
 mod server;
+use expiry::Expiry;
 pub use server::ServerTransaction;
-use server::{ServerEntry, ServerKey, TimerJ};
+use server::{ServerEntry, ServerKey};
 pub mod uas;
 
 pub use uas::{IncomingRequest, UasPolicy};
@@ -20,7 +22,7 @@ use crate::metrics as m;
 use crate::sip::{HeaderName, Message, Method, Via};
 use crate::transport::{Inbound, Proto, Resolver, Source, Target, Transmit, TransportError};
 use client::{ClientAction, ClientNonInvite};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -102,13 +104,17 @@ struct Shared {
     /// Shutting down: new requests are refused with 503, transactions in
     /// progress (and retransmissions of answered requests) continue.
     draining: std::sync::atomic::AtomicBool,
-    timer_j: Arc<TimerJ>,
+    /// Timer J of server transactions over unreliable transports.
+    timer_j: Arc<Expiry<ServerKey>>,
+    /// Timer K of client transactions over unreliable transports.
+    timer_k: Arc<Expiry<ClientKey>>,
 }
 
 impl Drop for Shared {
     fn drop(&mut self) {
         // The reaper holds only a weak reference: wake it so it ends too.
-        self.timer_j.wake.notify_one();
+        self.timer_j.stop();
+        self.timer_k.stop();
     }
 }
 
@@ -167,11 +173,8 @@ impl TransactionLayer {
             app,
             active_clients: std::sync::atomic::AtomicUsize::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
-            timer_j: Arc::new(TimerJ {
-                queue: Mutex::new(VecDeque::new()),
-                wake: tokio::sync::Notify::new(),
-                started: std::sync::atomic::AtomicBool::new(false),
-            }),
+            timer_j: Expiry::new(server::end_servers),
+            timer_k: Expiry::new(end_clients),
         });
         (TransactionLayer { shared }, rx)
     }
@@ -412,7 +415,8 @@ impl TransactionLayer {
         let mut e_at: Option<Instant> = None;
         let mut f_at: Option<Instant> = None;
         let mut pending = sm.start();
-        let mut final_response = None;
+        // Boxed as it arrives: the future stays a kilobyte smaller.
+        let mut final_response: Option<Box<Message>> = None;
         loop {
             while !pending.is_empty() {
                 for action in std::mem::take(&mut pending) {
@@ -441,16 +445,18 @@ impl TransactionLayer {
                             // but give the TU its response now.
                             let mut guard = guard;
                             if let Some(key) = guard.key.take() {
-                                self.shared
-                                    .clients()
-                                    .insert(key.clone(), ClientSlot::Completed);
-                                let shared = self.shared.clone();
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(k).await;
-                                    shared.clients().remove(&key);
-                                });
+                                if k.is_zero() {
+                                    self.shared.clients().remove(&key);
+                                } else {
+                                    self.shared
+                                        .clients()
+                                        .insert(key.clone(), ClientSlot::Completed);
+                                    self.shared.timer_k.arm(&self.shared, k, key);
+                                }
                             }
-                            return final_response.ok_or(ClientError::Invalid("no response"));
+                            return final_response
+                                .map(|r: Box<Message>| *r)
+                                .ok_or(ClientError::Invalid("no response"));
                         }
                         ClientAction::DeliverFinal
                         | ClientAction::DeliverProvisional
@@ -485,7 +491,7 @@ impl TransactionLayer {
                         let status = resp.status().unwrap_or(500);
                         pending = sm.on_response(status);
                         if pending.contains(&ClientAction::DeliverFinal) {
-                            final_response = Some(*resp);
+                            final_response = Some(resp);
                         }
                     }
                     None => return Err(ClientError::Invalid("transaction table dropped")),
@@ -494,6 +500,17 @@ impl TransactionLayer {
                 _ = sleep_f => { f_at = None; pending = sm.on_timer_f(); }
             }
         }
+    }
+}
+
+/// Ends client transactions whose Timer K fired.
+fn end_clients(shared: &Shared, keys: &mut Vec<ClientKey>) {
+    let mut clients = shared.clients();
+    for key in keys.drain(..) {
+        clients.remove(&key);
+    }
+    if let Some(keep) = shrunk_capacity(clients.len(), clients.capacity()) {
+        clients.shrink_to(keep);
     }
 }
 

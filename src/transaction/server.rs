@@ -11,9 +11,7 @@ use crate::sip::{HeaderName, Message, Method, ParseError, default_reason, header
 use crate::transport::routing::ResponseTarget;
 use crate::transport::{Source, Target, TransportError, response_target, stamp_received};
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -126,91 +124,6 @@ impl ServerEntry {
     }
 }
 
-/// Timer J for every non-INVITE server transaction over an unreliable
-/// transport (§17.2.2): one queue and one task, not a task per transaction.
-/// The task is spawned on the runtime of the first transaction armed (a
-/// layer lives on one runtime) and ends when the layer is dropped.
-///
-/// Invariant: deadlines in `queue` never decrease from front to back. Timer J
-/// is the same 64·T1 for every transaction of a layer and each deadline is
-/// taken under the queue's lock, so a FIFO is the whole timer.
-pub(super) struct TimerJ {
-    pub(super) queue: Mutex<VecDeque<(Instant, ServerKey)>>,
-    pub(super) wake: tokio::sync::Notify,
-    pub(super) started: std::sync::atomic::AtomicBool,
-}
-
-/// Transactions whose Timer J fires within this much of each other end in
-/// one wake-up of the reaper; Timer J is a minimum, so ending one a few
-/// milliseconds late only absorbs retransmissions a little longer.
-const TIMER_J_COALESCE: Duration = Duration::from_millis(10);
-
-impl TimerJ {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, ServerKey)>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts Timer J for `key`; the first call starts the reaper.
-    fn arm(self: &Arc<Self>, shared: &Arc<Shared>, key: ServerKey) {
-        let was_empty = {
-            let mut q = self.queue();
-            let was_empty = q.is_empty();
-            q.push_back((Instant::now() + shared.timers.t1 * 64, key));
-            was_empty
-        };
-        use std::sync::atomic::Ordering;
-        if !self.started.swap(true, Ordering::AcqRel) {
-            tokio::spawn(reap_timer_j(self.clone(), Arc::downgrade(shared)));
-        } else if was_empty {
-            self.wake.notify_one();
-        }
-    }
-}
-
-/// Ends the transactions whose Timer J has fired, oldest first; returns when
-/// the layer is gone.
-pub(super) async fn reap_timer_j(timer_j: Arc<TimerJ>, shared: std::sync::Weak<Shared>) {
-    let mut due = Vec::new();
-    loop {
-        if shared.strong_count() == 0 {
-            return;
-        }
-        let front = timer_j.queue().front().map(|(deadline, _)| *deadline);
-        match front {
-            // A permit stored by `notify_one` before this wait is not lost.
-            None => timer_j.wake.notified().await,
-            Some(deadline) if deadline > Instant::now() => {
-                tokio::time::sleep_until(deadline + TIMER_J_COALESCE).await
-            }
-            Some(_) => {
-                let now = Instant::now();
-                {
-                    let mut q = timer_j.queue();
-                    while q.front().is_some_and(|(deadline, _)| *deadline <= now) {
-                        due.extend(q.pop_front().map(|(_, key)| key));
-                    }
-                    if let Some(keep) = shrunk_capacity(q.len(), q.capacity()) {
-                        q.shrink_to(keep);
-                    }
-                }
-                let Some(shared) = shared.upgrade() else {
-                    return;
-                };
-                let mut servers = shared.servers();
-                for key in due.drain(..) {
-                    servers.remove(&key);
-                }
-                if let Some(keep) = shrunk_capacity(servers.len(), servers.capacity()) {
-                    servers.shrink_to(keep);
-                }
-                if shrunk_capacity(0, due.capacity()).is_some() {
-                    due = Vec::new();
-                }
-            }
-        }
-    }
-}
-
 /// A new request for the application, with the means to answer it once.
 pub struct ServerTransaction {
     /// The request, its To tag and identity (set by the router).
@@ -223,6 +136,17 @@ pub struct ServerTransaction {
     span: tracing::Span,
     /// When the request arrived, for shedding by queue delay.
     received: Instant,
+}
+
+/// Ends server transactions whose Timer J fired.
+pub(super) fn end_servers(shared: &Shared, keys: &mut Vec<ServerKey>) {
+    let mut servers = shared.servers();
+    for key in keys.drain(..) {
+        servers.remove(&key);
+    }
+    if let Some(keep) = shrunk_capacity(servers.len(), servers.capacity()) {
+        servers.shrink_to(keep);
+    }
 }
 
 impl TransactionLayer {
@@ -438,7 +362,9 @@ pub(super) async fn respond(
             // Timer J is zero over a reliable transport (§17.2.2).
             shared.end_server(key);
         } else {
-            shared.timer_j.arm(shared, key.clone());
+            shared
+                .timer_j
+                .arm(shared, shared.timers.t1 * 64, key.clone());
         }
         return result;
     }
