@@ -222,11 +222,17 @@ pub struct PublicationView {
     pub body: String,
 }
 
-/// Everything about one local presentity.
+/// Everything about one local presentity. (Not the summary flattened: its
+/// `registrations` and `publications` counts would clash with the lists
+/// here and put each key twice in one JSON object.)
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PresentityView {
-    #[serde(flatten)]
-    pub summary: PresentitySummary,
+    /// `pres:` URI (RFC 3856 §6.2 entity).
+    pub entity: String,
+    /// The address-of-record key (`sip:user@host`).
+    pub aor: String,
+    pub watchers: usize,
+    pub winfo_subscribers: usize,
     /// The composed document (PIDF), what an allowed watcher gets.
     pub document: String,
     pub registrations: Vec<RegistrationView>,

@@ -90,6 +90,37 @@ async fn views_show_what_the_agent_holds() {
     )
     .await;
     assert_eq!(code, 200);
+    // Each key once (the lists, not the summary's counts as well).
+    let keys: Vec<&str> = p.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "aor",
+            "document",
+            "entity",
+            "publications",
+            "registrations",
+            "subscriptions",
+            "watchers",
+            "winfo_subscribers"
+        ]
+    );
+    let raw = reqwest::Client::new()
+        .get(format!(
+            "http://{}/admin/v1/presentities/{}",
+            s.http,
+            enc("pres:carol@example.com")
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for key in ["\"registrations\":", "\"publications\":"] {
+        assert_eq!(raw.matches(key).count(), 1, "{key} once in {raw}");
+    }
     assert!(p["document"].as_str().unwrap().contains("in the lab"));
     assert_eq!(p["publications"][0]["etag"], etag.as_str());
     assert_eq!(p["publications"][0]["publisher"], "sip:carol@example.com");

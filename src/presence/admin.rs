@@ -169,8 +169,12 @@ impl Agent {
             .filter_map(|id| self.subs.get(id))
             .map(|s| view(s, now))
             .collect();
+        let summary = self.summary(aor);
         Some(PresentityView {
-            summary: self.summary(aor),
+            entity: summary.entity,
+            aor: summary.aor,
+            watchers: summary.watchers,
+            winfo_subscribers: summary.winfo_subscribers,
             document,
             registrations,
             publications,
