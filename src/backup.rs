@@ -78,30 +78,56 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// What is done with a stored record once decoded as the type its tree
+/// holds (one decoder per tree for the dump and the startup check).
+trait Decoded {
+    type Out;
+    fn take<T: Serialize>(self, record: T) -> Self::Out;
+}
+
+/// The record as JSON (the dump).
+struct AsJson;
+
+impl Decoded for AsJson {
+    type Out = serde_json::Value;
+    fn take<T: Serialize>(self, record: T) -> serde_json::Value {
+        serde_json::to_value(record).expect("records serialize as JSON")
+    }
+}
+
+/// Only whether it decodes (the startup check).
+struct Readable;
+
+impl Decoded for Readable {
+    type Out = ();
+    fn take<T: Serialize>(self, _: T) {}
+}
+
+/// Decodes a stored value as the type its tree holds, exactly as the
+/// agents do when they load it.
+fn decode_as<D: Decoded>(tree: Tree, k: &[u8], v: &[u8], d: D) -> Result<D::Out, StoreError> {
+    Ok(match tree {
+        Tree::Registrations => d.take(codec::decode::<BindingRecord>(tree, v)?),
+        Tree::Publications => d.take(codec::decode::<PublicationRecord>(tree, v)?),
+        Tree::Subscriptions => d.take(SubscriptionRecord::from_stored(k, v)?),
+        Tree::Dialogs => d.take(codec::decode::<GatewayDialog>(tree, v)?),
+        Tree::Policies => d.take(codec::decode::<PolicyRecord>(tree, v)?),
+        Tree::Publishers => d.take(codec::decode::<PublisherRecord>(tree, v)?),
+        // The delivery queue is stored as JSON (its payload is free-form).
+        Tree::Deliveries => d.take(DeliveryRecord::decode(v)?),
+        Tree::Meta => d.take(hex(v)),
+    })
+}
+
 /// A stored value as JSON, by the type its tree holds.
 fn to_json(tree: Tree, k: &[u8], v: &[u8]) -> Result<serde_json::Value, StoreError> {
-    fn j<T: Serialize + serde::de::DeserializeOwned>(
-        tree: Tree,
-        v: &[u8],
-    ) -> Result<serde_json::Value, StoreError> {
-        let r: T = codec::decode(tree, v)?;
-        Ok(serde_json::to_value(r).expect("records serialize as JSON"))
-    }
-    match tree {
-        Tree::Registrations => j::<BindingRecord>(tree, v),
-        Tree::Publications => j::<PublicationRecord>(tree, v),
-        Tree::Subscriptions => Ok(serde_json::to_value(SubscriptionRecord::from_stored(k, v)?)
-            .expect("records serialize as JSON")),
-        Tree::Dialogs => j::<GatewayDialog>(tree, v),
-        Tree::Policies => j::<PolicyRecord>(tree, v),
-        Tree::Publishers => j::<PublisherRecord>(tree, v),
-        // The delivery queue is stored as JSON (its payload is free-form).
-        Tree::Deliveries => serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
-            tree: tree.name(),
-            reason: e.to_string(),
-        }),
-        Tree::Meta => Ok(serde_json::Value::String(hex(v))),
-    }
+    decode_as(tree, k, v, AsJson)
+}
+
+/// Whether a stored value decodes as the type its tree holds: `Corrupt` if
+/// not, `Newer` if a newer build wrote it (the startup check, issue 17).
+pub fn check_record(tree: Tree, k: &[u8], v: &[u8]) -> Result<(), StoreError> {
+    decode_as(tree, k, v, Readable)
 }
 
 /// A record from a dump in the store's encoding, checked against its type.
@@ -296,6 +322,7 @@ mod tests {
                 stream: "w\nt".into(),
                 path: "notify".into(),
                 payload: serde_json::json!({"x": 1}),
+                queued_at_ms: None,
             })
             .unwrap(),
         );

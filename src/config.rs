@@ -172,6 +172,11 @@ pub struct CpimConfig {
     /// Delivery retry backoff: first delay and cap.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// Notifications the durable adapter queue holds at most (issue 17).
+    /// At the limit a presence notify supersedes the older one of its
+    /// (watcher, target) stream; a change that nothing can make room for
+    /// is refused (503) instead of growing the queue.
+    pub adapter_max_pending: usize,
 }
 
 impl Default for CpimConfig {
@@ -184,6 +189,7 @@ impl Default for CpimConfig {
             adapter_timeout_ms: 5000,
             retry_initial_ms: 500,
             retry_max_ms: 30_000,
+            adapter_max_pending: crate::delivery::DEFAULT_MAX_PENDING,
         }
     }
 }
@@ -256,6 +262,11 @@ pub struct StoreConfig {
     pub path: String,
     /// sled's page cache; records beyond it are read from disk on use.
     pub cache_capacity_bytes: u64,
+    /// Start even though the store (or some of its records) was found
+    /// damaged and moved aside: with what is left, possibly nothing. Off:
+    /// such a start is refused (exit status 3) until the operator restores
+    /// a backup or sets this (issue 17, docs/operations.md).
+    pub start_after_corruption: bool,
 }
 
 impl Default for StoreConfig {
@@ -263,6 +274,7 @@ impl Default for StoreConfig {
         StoreConfig {
             path: "./data".into(),
             cache_capacity_bytes: 4 * 1024 * 1024,
+            start_after_corruption: false,
         }
     }
 }
@@ -283,6 +295,16 @@ impl Default for LogConfig {
         LogConfig {
             format: "text".into(),
             level: "info".into(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// How the store is opened.
+    pub fn open_options(&self) -> crate::store::OpenOptions {
+        crate::store::OpenOptions {
+            cache_bytes: self.cache_capacity_bytes,
+            start_after_corruption: self.start_after_corruption,
         }
     }
 }
@@ -541,6 +563,12 @@ impl Config {
             bad(
                 "cpim.retry_max_ms",
                 "must be at least cpim.retry_initial_ms".into(),
+            );
+        }
+        if self.cpim.adapter_max_pending == 0 {
+            bad(
+                "cpim.adapter_max_pending",
+                "must be at least 1 (the queue is always bounded)".into(),
             );
         }
         if self.store.cache_capacity_bytes < 1024 * 1024 {

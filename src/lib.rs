@@ -16,6 +16,7 @@ pub mod http;
 pub mod lint;
 pub mod metrics;
 pub mod presence;
+pub mod recovery;
 pub mod reject;
 pub mod router;
 pub mod server;

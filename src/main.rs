@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use sip_cpim_gateway::config::Config;
-use sip_cpim_gateway::store::SledStore;
+use sip_cpim_gateway::store::{OpenError, SledStore};
 use sip_cpim_gateway::{backup, lint};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -150,8 +150,10 @@ fn run(path: &std::path::Path) -> ExitCode {
         let server = match sip_cpim_gateway::server::Server::start(&cfg).await {
             Ok(s) => s,
             Err(e) => {
+                // One line naming the path and the fault; the status says
+                // which kind (docs/operations.md, "Exit status").
                 eprintln!("{e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(e.exit_code());
             }
         };
         for (proto, addr) in server.transport.local_addrs() {
@@ -162,8 +164,11 @@ fn run(path: &std::path::Path) -> ExitCode {
             ));
         }
         say(&format!("CPIM HTTP listening: {}", server.http));
+        // The handlers first: a SIGTERM right after "serving" (a script, an
+        // orchestrator) must stop the gateway cleanly, not kill it.
+        let stop = stop_signal();
         say("serving; SIGINT or SIGTERM stops");
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("shutting down");
         server.shutdown(std::time::Duration::from_secs(5)).await;
         say("stopped: store flushed");
@@ -209,36 +214,72 @@ fn say(line: &str) {
     let _ = writeln!(out, "{line}").and_then(|_| out.flush());
 }
 
-async fn wait_for_signal() {
+/// SIGINT or SIGTERM, with the handlers registered when this is called
+/// (not when the future is first polled).
+fn stop_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Why `export`/`import` failed: the message and the exit status.
+struct Failed(u8, String);
+
+impl From<String> for Failed {
+    fn from(m: String) -> Self {
+        Failed(1, m)
+    }
+}
+
+impl From<OpenError> for Failed {
+    fn from(e: OpenError) -> Self {
+        let code = e.exit_code();
+        let hint = if matches!(e, OpenError::Io { .. }) {
+            " (is the gateway still running?)"
+        } else {
+            ""
+        };
+        Failed(code, format!("{e}{hint}"))
     }
 }
 
 /// Opens the configured store for `export`/`import` (a current-thread
-/// runtime: the store's committer is a task).
+/// runtime: the store's committer is a task), checked as a start checks it
+/// (`recovery.rs`). `import` is how a damaged store is replaced, so it
+/// opens as with `start_after_corruption`: a damaged store is moved aside
+/// and the dump restored into a new one.
 fn with_store<T>(
     config: &std::path::Path,
     create: bool,
     f: impl AsyncFnOnce(&SledStore) -> Result<T, String>,
-) -> Result<T, String> {
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
+) -> Result<T, Failed> {
+    let mut cfg = Config::load(config).map_err(|e| e.to_string())?;
+    // Warnings and errors (a store moved aside) reach stderr; the routine
+    // lines of `run` do not clutter a one-shot command's output.
+    cfg.log.level = "warn".into();
+    init_logging(&cfg.log);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -246,13 +287,14 @@ fn with_store<T>(
     rt.block_on(async {
         let path = std::path::Path::new(&cfg.store.path);
         if !create && !path.exists() {
-            return Err(format!("no store at {}", path.display()));
+            return Err(format!("no store at {}", path.display()).into());
         }
-        let store = SledStore::open_with(path, cfg.store.cache_capacity_bytes)
-            .map_err(|e| format!("{}: {e} (is the gateway still running?)", path.display()))?;
+        let mut opts = cfg.store.open_options();
+        opts.start_after_corruption |= create;
+        let store = sip_cpim_gateway::recovery::open_store(path, opts).await?;
         let r = f(&store).await;
         store.close().await.map_err(|e| e.to_string())?;
-        r
+        Ok(r?)
     })
 }
 
@@ -278,9 +320,9 @@ fn export(config: &std::path::Path, output: Option<PathBuf>) -> ExitCode {
             eprintln!("exported {n} records");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(Failed(code, e)) => {
             eprintln!("export failed: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }
@@ -303,9 +345,9 @@ fn import(config: &std::path::Path, input: &std::path::Path, force: bool) -> Exi
             eprintln!("imported {n} records");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err(Failed(code, e)) => {
             eprintln!("import failed: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }

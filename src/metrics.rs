@@ -42,6 +42,17 @@ pub const REGISTRATIONS_ACTIVE: &str = "sipgw_registrations_active";
 pub const ADAPTER_QUEUE_DEPTH: &str = "sipgw_adapter_queue_depth";
 /// Failed delivery attempts to the adapter (each retry counts).
 pub const ADAPTER_DELIVERY_FAILURES: &str = "sipgw_adapter_delivery_failures_total";
+/// The queue's bound (`[cpim] adapter_max_pending`).
+pub const ADAPTER_QUEUE_LIMIT: &str = "sipgw_adapter_queue_limit";
+/// Presence notifies superseded by a later one of their stream at the
+/// bound (only the older state is lost, issue 17).
+pub const ADAPTER_QUEUE_COALESCED: &str = "sipgw_adapter_queue_coalesced_total";
+/// Changes refused (503) at the bound: nothing could be coalesced.
+pub const ADAPTER_QUEUE_REFUSED: &str = "sipgw_adapter_queue_refused_total";
+/// Changes queued beyond the bound by callers that cannot refuse them.
+pub const ADAPTER_QUEUE_OVER_LIMIT: &str = "sipgw_adapter_queue_over_limit_total";
+/// Age of the oldest delivery still waiting for the adapter (0: none).
+pub const ADAPTER_QUEUE_OLDEST_AGE: &str = "sipgw_adapter_queue_oldest_age_seconds";
 /// Time of one group commit: apply every queued batch, then one flush.
 pub const STORE_FLUSH_SECONDS: &str = "sipgw_store_flush_seconds";
 /// Batches made durable (many share one flush).
@@ -122,6 +133,27 @@ fn describe() {
     describe_counter!(
         ADAPTER_DELIVERY_FAILURES,
         "Failed delivery attempts to the CPIM adapter"
+    );
+    describe_gauge!(
+        ADAPTER_QUEUE_LIMIT,
+        "Bound of the CPIM adapter queue (adapter_max_pending)"
+    );
+    describe_counter!(
+        ADAPTER_QUEUE_COALESCED,
+        "Presence notifies superseded by a later one of their stream at the queue's bound"
+    );
+    describe_counter!(
+        ADAPTER_QUEUE_REFUSED,
+        "Changes refused at the adapter queue's bound (nothing to coalesce)"
+    );
+    describe_counter!(
+        ADAPTER_QUEUE_OVER_LIMIT,
+        "Changes queued beyond the adapter queue's bound by callers that cannot refuse"
+    );
+    describe_gauge!(
+        ADAPTER_QUEUE_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest delivery waiting for the CPIM adapter"
     );
     describe_histogram!(
         STORE_FLUSH_SECONDS,

@@ -7,7 +7,7 @@ use crate::gateway::{Gateway, GatewaySettings};
 use crate::presence::{PresenceAgent, PresenceSettings};
 use crate::router::Router;
 use crate::sip::Method;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{OpenError, SledStore, Store, StoreError};
 use crate::transaction::{Timers, TransactionLayer, UasPolicy};
 use crate::transport::{Proto, Resolver, TlsSettings, Transmit, TransportConfig, TransportLayer};
 use std::net::SocketAddr;
@@ -24,6 +24,21 @@ pub enum StartError {
     Bind(#[from] std::io::Error),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    /// The store was refused at open (issue 17): the message names the
+    /// path, the fault and the remedy.
+    #[error("{0}")]
+    Open(#[from] OpenError),
+}
+
+impl StartError {
+    /// The process's exit status for it: [`OpenError::exit_code`] for a
+    /// refused store, 1 otherwise (docs/operations.md).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Open(e) => e.exit_code(),
+            _ => 1,
+        }
+    }
 }
 
 /// A running gateway.
@@ -124,10 +139,13 @@ impl Server {
             cfg.sip.transport.udp_mtu_threshold,
         );
         let resolver = Arc::new(Resolver::new(&cfg.sip.routes).map_err(StartError::Config)?);
-        let store = Arc::new(SledStore::open_with(
-            std::path::Path::new(&cfg.store.path),
-            cfg.store.cache_capacity_bytes,
-        )?);
+        let store = Arc::new(
+            crate::recovery::open_store(
+                std::path::Path::new(&cfg.store.path),
+                cfg.store.open_options(),
+            )
+            .await?,
+        );
         let (host, port) = transport
             .sent_by(Proto::Udp)
             .or_else(|| transport.sent_by(Proto::Tcp))
@@ -164,7 +182,7 @@ impl Server {
         let dyn_store: Arc<dyn Store> = wrap(store.clone());
         // reqwest uses rustls without a built-in provider: install ring.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let adapter = Adapter::open(
+        let adapter = Adapter::open_bounded(
             dyn_store.clone(),
             &cfg.cpim.adapter_url,
             Duration::from_millis(cfg.cpim.adapter_timeout_ms),
@@ -172,6 +190,7 @@ impl Server {
                 initial: Duration::from_millis(cfg.cpim.retry_initial_ms),
                 max: Duration::from_millis(cfg.cpim.retry_max_ms),
             },
+            cfg.cpim.adapter_max_pending,
         )?;
         let contact = settings.contact.clone();
         let dialogs = crate::dialog_table::DialogTable::new();
@@ -288,8 +307,8 @@ impl Server {
     /// Graceful stop (SIGTERM/SIGINT): refuses new work (SIP 503, HTTP
     /// listener closed, `/readyz` 503), waits up to `grace` for HTTP
     /// requests and client transactions in flight (NOTIFYs, SUBSCRIBEs
-    /// being answered), then flushes the store. Subscriptions are not torn down: they resume at
-    /// the next start.
+    /// being answered), then flushes and closes the store. Subscriptions
+    /// are not torn down: they resume at the next start.
     pub async fn shutdown(&self, grace: Duration) {
         self.ops
             .ready
@@ -312,6 +331,12 @@ impl Server {
         }
         if let Err(e) = self.store.flush() {
             tracing::error!(error = %e, "store flush at shutdown failed");
+        }
+        // A clean stop: the next start checks the store's files against
+        // what this leaves (issue 17). Anything still running finds the
+        // store closed from here on.
+        if let Err(e) = self.store.close().await {
+            tracing::error!(error = %e, "store close at shutdown failed");
         }
     }
 

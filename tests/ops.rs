@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{TempDir, Ua, pidf};
+use support::{TempDir, Ua, parse_exposition, pidf, series};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sip-cpim-gateway");
 
@@ -131,25 +131,6 @@ fn terminate(mut r: Running) -> (std::process::ExitStatus, Vec<String>) {
         assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Prometheus text exposition → `name{labels}` → value.
-fn parse_exposition(text: &str) -> HashMap<String, f64> {
-    let mut m = HashMap::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').expect("series and value");
-        let v: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
-        // Label order as printed; the tests name them in that order.
-        m.insert(series.to_owned(), v);
-    }
-    m
-}
-
-fn series(m: &HashMap<String, f64>, name: &str) -> f64 {
-    m.get(name).copied().unwrap_or(0.0)
 }
 
 async fn metrics(http: &reqwest::Client, addr: SocketAddr) -> HashMap<String, f64> {

@@ -117,7 +117,13 @@ pub(super) async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse
     }
     metrics::gauge!(m::PUBLICATIONS_ACTIVE).set(pa.publications as f64);
     metrics::gauge!(m::REGISTRATIONS_ACTIVE).set(pa.registrations as f64);
-    metrics::gauge!(m::ADAPTER_QUEUE_DEPTH).set(s.ops.adapter.depth() as f64);
+    let q = s.ops.adapter.stats();
+    metrics::gauge!(m::ADAPTER_QUEUE_DEPTH).set(q.depth as f64);
+    metrics::gauge!(m::ADAPTER_QUEUE_LIMIT).set(q.limit as f64);
+    metrics::gauge!(m::ADAPTER_QUEUE_OLDEST_AGE).set(q.oldest_age.as_secs_f64());
+    metrics::counter!(m::ADAPTER_QUEUE_COALESCED).absolute(q.coalesced);
+    metrics::counter!(m::ADAPTER_QUEUE_REFUSED).absolute(q.refused);
+    metrics::counter!(m::ADAPTER_QUEUE_OVER_LIMIT).absolute(q.over_limit);
     metrics::counter!(m::ADAPTER_DELIVERY_FAILURES).absolute(s.ops.adapter.failures());
     metrics::gauge!(m::STORE_SIZE_BYTES).set(s.ops.store.size_on_disk() as f64);
     (

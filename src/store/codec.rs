@@ -19,6 +19,14 @@
 //! reordered, a variant reordered) needs a new version byte and a decoder
 //! for the old one; no `skip_serializing_if` is used on them. The golden
 //! tests next to the record types fail on such a change, as a reminder.
+//!
+//! Version bytes `0x01..=0x3f` are reserved for record versions (issue 17).
+//! One above [`LATEST`] in that range was written by a newer build: it
+//! decodes to [`StoreError::Newer`], not [`StoreError::Corrupt`], and the
+//! start is refused with the store left as it is (an older binary must not
+//! move aside what it merely cannot read). A new version byte also bumps
+//! the store format ([`super::FORMAT`], `manifest.rs`), so an older binary
+//! refuses such a store before reading a single record.
 
 use super::{StoreError, Tree};
 use serde::de::DeserializeOwned;
@@ -30,6 +38,21 @@ pub const POSTCARD_V1: u8 = 0x01;
 /// The first byte of a postcard-encoded record whose key-derived fields
 /// are left empty (the record type says which, and fills them in).
 pub const POSTCARD_KEYED: u8 = 0x02;
+
+/// The newest record version this build writes and reads.
+pub const LATEST: u8 = POSTCARD_KEYED;
+
+/// The version bytes reserved for record versions; above [`LATEST`] they
+/// are a newer build's.
+pub const VERSIONS: std::ops::RangeInclusive<u8> = 0x01..=0x3f;
+
+/// A version byte this build does not know but a newer one may write.
+fn newer(tree: Tree, b: u8) -> Option<StoreError> {
+    (VERSIONS.contains(&b) && b > LATEST).then(|| StoreError::Newer {
+        tree: tree.name(),
+        version: b,
+    })
+}
 
 /// Encodes a record.
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -57,7 +80,10 @@ pub fn decode_keyed<'de, T: Deserialize<'de>>(
         Some((&POSTCARD_KEYED, rest)) => {
             postcard::from_bytes(rest).map_err(|e| corrupt(format!("postcard: {e}")))
         }
-        _ => Err(corrupt("not a keyed record".into())),
+        Some((&b, _)) => {
+            Err(newer(tree, b).unwrap_or_else(|| corrupt("not a keyed record".into())))
+        }
+        None => Err(corrupt("not a keyed record".into())),
     }
 }
 
@@ -75,7 +101,10 @@ pub fn decode<T: DeserializeOwned>(tree: Tree, bytes: &[u8]) -> Result<T, StoreE
         Some(&POSTCARD_KEYED) => Err(corrupt(
             "keyed record read without its key (a decoder bug)".into(),
         )),
-        Some(b) => Err(corrupt(format!("unknown record encoding 0x{b:02x}"))),
+        Some(&b) => {
+            Err(newer(tree, b)
+                .unwrap_or_else(|| corrupt(format!("unknown record encoding 0x{b:02x}"))))
+        }
         None => Err(corrupt("empty record".into())),
     }
 }
@@ -109,6 +138,26 @@ mod tests {
             Err(StoreError::Corrupt { .. })
         ));
         assert!(decode::<R>(Tree::Meta, &[POSTCARD_V1, 5]).is_err());
+        // A version byte a newer build may write: newer, not corrupt; one
+        // outside the reserved range is corrupt.
+        for b in [LATEST + 1, *VERSIONS.end()] {
+            assert!(matches!(
+                decode::<R>(Tree::Meta, &[b, 1, b'x', 0]),
+                Err(StoreError::Newer { version, .. }) if version == b
+            ));
+            assert!(matches!(
+                decode_keyed::<R>(Tree::Meta, &[b, 0, 0]),
+                Err(StoreError::Newer { .. })
+            ));
+        }
+        assert!(matches!(
+            decode::<R>(Tree::Meta, &[VERSIONS.end() + 1]),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode::<R>(Tree::Meta, &[0]),
+            Err(StoreError::Corrupt { .. })
+        ));
         // A keyed record: only its type's decoder, which has the key, reads it.
         let keyed = encode_keyed(&R {
             a: String::new(),

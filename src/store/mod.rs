@@ -6,11 +6,19 @@
 //! batch is applied atomically and flushed. Many concurrent commits share
 //! one flush (group commit), so throughput does not pay one fsync per
 //! request.
+//!
+//! A store that cannot be trusted at open is never served from (design §6,
+//! issue 17): a damaged one is moved aside and the start refused unless the
+//! operator allows an empty store, one written by a newer version and a
+//! path that is not a store are left untouched and refused
+//! ([`OpenError`], `manifest.rs`).
 
 pub mod codec;
+mod manifest;
 mod mem;
 mod sled;
 
+pub use self::manifest::{FORMAT, MANIFEST};
 pub use self::mem::MemStore;
 pub use self::sled::SledStore;
 
@@ -110,6 +118,93 @@ pub enum StoreError {
     Closed,
     #[error("corrupt record in {tree}: {reason}")]
     Corrupt { tree: &'static str, reason: String },
+    /// A record in a version this build does not know (a newer one wrote
+    /// it): not corrupt, and not to be removed.
+    #[error("record in {tree} has version 0x{version:02x}, newer than this build reads")]
+    Newer { tree: &'static str, version: u8 },
+}
+
+/// How [`SledStore::open_with`] opens a store.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenOptions {
+    /// sled's page cache (`[store] cache_capacity_bytes`).
+    pub cache_bytes: u64,
+    /// `[store] start_after_corruption`: once a damaged store (or damaged
+    /// records) has been moved aside, go on with what is left (an empty
+    /// store) instead of refusing. Off by default: an empty gateway drops
+    /// every subscription, which only the operator may decide.
+    pub start_after_corruption: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            cache_bytes: self::sled::DEFAULT_CACHE_BYTES,
+            start_after_corruption: false,
+        }
+    }
+}
+
+/// Why a store was not opened. Each is one line naming the path, the fault
+/// and what the operator can do; [`OpenError::exit_code`] is the process's
+/// exit status for it (docs/operations.md).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store was damaged; it now lies at `aside`, bytes unchanged.
+    #[error(
+        "store {path}: damaged ({fault}); moved aside to {aside}; refusing to start with an empty store: restore a backup (sip-cpim-gateway import) or set [store] start_after_corruption = true"
+    )]
+    Damaged {
+        path: String,
+        fault: String,
+        aside: String,
+    },
+    /// The store is missing and a damaged one was moved aside beside it at
+    /// an earlier start: starting now would silently start empty.
+    #[error(
+        "store {path}: missing, and {aside} is a damaged store moved aside at an earlier start; refusing to start with an empty store: restore a backup (sip-cpim-gateway import) or set [store] start_after_corruption = true"
+    )]
+    MovedAside { path: String, aside: String },
+    /// Records that do not decode were moved out of the store into `aside`
+    /// (one JSON object a line); the rest of the store is intact.
+    #[error(
+        "store {path}: {count} damaged record(s) ({first}); moved aside to {aside}; refusing to start without them: restore a backup (sip-cpim-gateway import) or set [store] start_after_corruption = true"
+    )]
+    DamagedRecords {
+        path: String,
+        count: usize,
+        first: String,
+        aside: String,
+    },
+    /// Written by a newer version: left exactly as it is.
+    #[error(
+        "store {path}: written by a newer version ({found}; this version reads store format {FORMAT} and record versions up to 0x{:02x}); left untouched: run the newer version, or restore a backup exported for this one",
+        codec::LATEST
+    )]
+    Newer { path: String, found: String },
+    /// Not a store of this gateway: left exactly as it is.
+    #[error(
+        "store {path}: not a sip-cpim-gateway store ({why}); left untouched: check [store] path"
+    )]
+    Foreign { path: String, why: String },
+    /// Not a fault of the store (a lock held by a running gateway, a
+    /// permission, a full disk).
+    #[error("store {path}: {message}")]
+    Io { path: String, message: String },
+}
+
+impl OpenError {
+    /// The exit status of a start refused for this reason.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            OpenError::Damaged { .. }
+            | OpenError::MovedAside { .. }
+            | OpenError::DamagedRecords { .. } => 3,
+            OpenError::Newer { .. } => 4,
+            OpenError::Foreign { .. } => 5,
+            OpenError::Io { .. } => 1,
+        }
+    }
 }
 
 /// What [`Store::visit`] calls with each key and value.

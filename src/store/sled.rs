@@ -4,9 +4,19 @@
 //! at the moment, applies each as one multi-tree transaction (so a batch is
 //! all-or-nothing), flushes once, then releases every waiter. Order of
 //! application is the order of `commit` calls (one FIFO channel).
+//!
+//! Opening checks the store before sled reads it (`manifest.rs`, issue 17):
+//! a damaged store is moved aside and never served from, a newer or a
+//! foreign one is left untouched. sled 0.34 does not report every damage
+//! as an error: it panics on some (caught here, without the panic message
+//! on stderr) and recovers others to an earlier, emptier state (caught by
+//! the generation check).
 
-use super::{Batch, CommitFuture, Op, Store, StoreError, Tree, Visitor};
+use super::manifest::{self, Found, Manifest, Refusal};
+use super::{Batch, CommitFuture, Op, OpenError, OpenOptions, Store, StoreError, Tree, Visitor};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -14,97 +24,274 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 /// sled's page cache when none is configured (`[store] cache_capacity_bytes`).
 pub const DEFAULT_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
-pub struct SledStore {
-    /// The last group commit succeeded (readiness, `/readyz`).
-    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+/// sled's tree for the store's own bookkeeping (not a [`Tree`]: never
+/// exported, imported or written by a batch).
+const GUARD_TREE: &str = "guard";
+/// In [`GUARD_TREE`]: the generation (`manifest.rs`), big-endian `u64`.
+const GENERATION: &[u8] = b"generation";
+/// In [`GUARD_TREE`]: where damaged records were moved to, until a start
+/// with `start_after_corruption` acknowledges it.
+const RECORDS_ASIDE: &[u8] = b"records-aside";
+
+/// What an open store holds; taken out by [`SledStore::close`].
+struct Open {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    guard: sled::Tree,
     tx: mpsc::UnboundedSender<(Batch, Waiter)>,
-    committer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    committer: tokio::task::JoinHandle<()>,
+}
+
+pub struct SledStore {
+    /// The last group commit succeeded (readiness, `/readyz`).
+    healthy: Arc<AtomicBool>,
+    open: RwLock<Option<Open>>,
+    /// The generation last written into sled and the manifest.
+    generation: AtomicU64,
     path: PathBuf,
+    opts: OpenOptions,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Io(e.to_string())
 }
 
+impl Refusal {
+    fn into_open_error(self, path: &Path) -> OpenError {
+        let path_s = path.display().to_string();
+        match self {
+            // Only reached where moving aside is not possible.
+            Refusal::Damaged(fault) => OpenError::Io {
+                path: path_s,
+                message: format!("damaged ({fault})"),
+            },
+            Refusal::MovedAside(aside) => OpenError::MovedAside {
+                path: path_s,
+                aside: aside.display().to_string(),
+            },
+            Refusal::Newer(found) => OpenError::Newer {
+                path: path_s,
+                found,
+            },
+            Refusal::Foreign(why) => OpenError::Foreign { path: path_s, why },
+            Refusal::Io(message) => OpenError::Io {
+                path: path_s,
+                message,
+            },
+        }
+    }
+}
+
 impl SledStore {
-    /// Opens (or creates) the store at `path`. A store that cannot be
-    /// opened is moved aside to `path.corrupt-<unix-ms>` and a fresh one is
-    /// created; the move is logged as an error (design §6).
+    /// Opens (or creates) the store at `path` with the default options.
     ///
     /// Must be called inside a tokio runtime (the committer is a task).
-    pub fn open(path: &Path) -> Result<SledStore, StoreError> {
-        Self::open_with(path, DEFAULT_CACHE_BYTES)
+    pub fn open(path: &Path) -> Result<SledStore, OpenError> {
+        Self::open_with(path, OpenOptions::default())
     }
 
-    /// As [`SledStore::open`], with sled's page cache bounded to
-    /// `cache_bytes`. The agents keep every live record in memory, so the
-    /// cache only serves startup scans and rewrites; sled's own default
-    /// (1 GiB) would hold a second copy of every record.
-    pub fn open_with(path: &Path, cache_bytes: u64) -> Result<SledStore, StoreError> {
-        let config = || sled::Config::new().path(path).cache_capacity(cache_bytes);
-        let db = match config().open() {
-            Ok(db) => db,
-            // Only a store sled reports as corrupt is moved aside; a lock
-            // held by another process or a permission problem is an error.
-            Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_))) => {
-                let ms = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0);
-                let aside = PathBuf::from(format!("{}.corrupt-{ms}", path.display()));
-                tracing::error!(path = %path.display(), aside = %aside.display(), error = %e,
-                    "store cannot be opened; moving it aside and starting with an empty store");
-                std::fs::rename(path, &aside).map_err(io)?;
-                config().open().map_err(io)?
+    /// Opens (or creates) the store at `path`: a missing path or an empty
+    /// directory becomes a new store, a store is checked (`manifest.rs`)
+    /// and opened. A damaged store is moved aside to `PATH.corrupt-<unix-ms>`
+    /// and reported at error level; then the open fails
+    /// ([`OpenError::Damaged`]) unless `opts.start_after_corruption`, with
+    /// which a new, empty store is created in its place. A store of a newer
+    /// build and a path that holds no store are refused and left untouched.
+    ///
+    /// Nothing is written into sled before [`SledStore::begin`], so a
+    /// caller can still refuse the store (damaged or newer records).
+    pub fn open_with(path: &Path, opts: OpenOptions) -> Result<SledStore, OpenError> {
+        match Self::try_open(path, opts) {
+            Ok(s) => Ok(s),
+            Err(Refusal::Damaged(fault)) => Self::after_damage(path, opts, fault),
+            Err(r) => Err(r.into_open_error(path)),
+        }
+    }
+
+    /// Moves a damaged store aside; then refuses, or opens a new store.
+    fn after_damage(path: &Path, opts: OpenOptions, fault: String) -> Result<SledStore, OpenError> {
+        let aside = manifest::move_aside(path).map_err(|e| OpenError::Io {
+            path: path.display().to_string(),
+            message: format!("damaged ({fault}), and it cannot be moved aside: {e}"),
+        })?;
+        tracing::error!(path = %path.display(), aside = %aside.display(), fault = %fault,
+            "the store is damaged; it was moved aside, bytes unchanged");
+        if !opts.start_after_corruption {
+            return Err(OpenError::Damaged {
+                path: path.display().to_string(),
+                fault,
+                aside: aside.display().to_string(),
+            });
+        }
+        tracing::error!(path = %path.display(),
+            "start_after_corruption is set: starting with an empty store");
+        Self::try_open(path, opts).map_err(|r| r.into_open_error(path))
+    }
+
+    fn try_open(path: &Path, opts: OpenOptions) -> Result<SledStore, Refusal> {
+        // Another process (a running gateway) holds the store: touch
+        // nothing, not even the manifest.
+        if locked(&path.join("db")) {
+            return Err(Refusal::Io(format!(
+                "{}: locked by another process",
+                path.join("db").display()
+            )));
+        }
+        let known = match manifest::inspect(path)? {
+            Found::Nothing => {
+                if !opts.start_after_corruption {
+                    if let Some(aside) = manifest::moved_aside(path) {
+                        return Err(Refusal::MovedAside(aside));
+                    }
+                }
+                std::fs::create_dir_all(path)
+                    .map_err(|e| Refusal::Io(format!("{}: {e}", path.display())))?;
+                Manifest::new(0)
             }
-            Err(e) => return Err(io(e)),
+            Found::Legacy => Manifest::new(0),
+            Found::Managed(m) => {
+                if let Some(recorded) = &m.clean_stop {
+                    let started = std::time::Instant::now();
+                    manifest::verify(path, recorded)?;
+                    tracing::info!(path = %path.display(),
+                        bytes = recorded.iter().map(|f| f.len).sum::<u64>(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "store files are as the last clean stop left them");
+                }
+                m
+            }
         };
-        let mut trees = Vec::with_capacity(Tree::ALL.len());
-        for t in Tree::ALL {
-            trees.push(db.open_tree(t.name()).map_err(io)?);
+        // From here on sled may rewrite its files: the stamps of the last
+        // clean stop stop holding before it opens them.
+        let m = Manifest {
+            format: manifest::FORMAT,
+            clean_stop: None,
+            ..known
+        };
+        manifest::write(path, &m)?;
+        let (db, trees, guard) = open_sled(path, opts.cache_bytes)?;
+        let generation = read_generation(&guard).map_err(Refusal::Io)?;
+        if generation < m.generation {
+            drop((trees, guard, db));
+            lock_released(&path.join("db"));
+            return Err(Refusal::Damaged(format!(
+                "db: sled recovered generation {generation}, the manifest records {}: what was written since is missing",
+                m.generation
+            )));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let handle = tokio::spawn(committer(db.clone(), trees.clone(), rx, healthy.clone()));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let committer = tokio::spawn(committer(db.clone(), trees.clone(), rx, healthy.clone()));
         Ok(SledStore {
             healthy,
-            db,
-            trees,
-            tx,
-            committer: std::sync::Mutex::new(Some(handle)),
+            open: RwLock::new(Some(Open {
+                db,
+                trees,
+                guard,
+                tx,
+                committer,
+            })),
+            generation: AtomicU64::new(generation.max(m.generation)),
             path: path.to_owned(),
+            opts,
         })
     }
 
-    /// Stops accepting commits, waits for queued ones, flushes, and releases
-    /// the database (graceful shutdown; reopening in the same process).
-    pub async fn close(self) -> Result<(), StoreError> {
-        let SledStore {
+    /// The store is accepted: a new generation is written into sled, then
+    /// into the manifest. Call once, before serving.
+    pub fn begin(&self) -> Result<(), StoreError> {
+        let g = self.generation.load(Ordering::Relaxed) + 1;
+        self.with_open(|o| {
+            o.guard.insert(GENERATION, &g.to_be_bytes()).map_err(io)?;
+            o.db.flush().map_err(io)
+        })??;
+        self.generation.store(g, Ordering::Relaxed);
+        manifest::write(&self.path, &Manifest::new(g))
+            .map_err(|r| io(r.into_open_error(&self.path)))
+    }
+
+    fn with_open<T>(&self, f: impl FnOnce(&Open) -> T) -> Result<T, StoreError> {
+        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
+        open.as_ref().map(f).ok_or(StoreError::Closed)
+    }
+
+    /// Stops accepting commits, waits for queued ones, writes a new
+    /// generation as the last write, and releases the database. Once sled
+    /// has let go of its files their stamps go into the manifest: the next
+    /// start checks them before sled reads anything. Later calls, and every
+    /// read and commit after it, find the store closed.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let Some(open) = self.open.write().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(());
+        };
+        let Open {
             db,
             trees,
-            healthy: _,
+            guard,
             tx,
             committer,
-            path,
-        } = self;
+        } = open;
         drop(tx);
-        let handle = committer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.await;
-        }
-        let r = db.flush_async().await.map(|_| ()).map_err(io);
-        drop(trees);
-        drop(db);
+        let _ = committer.await;
+        let g = self.generation.load(Ordering::Relaxed) + 1;
+        let last = match guard.insert(GENERATION, &g.to_be_bytes()) {
+            Ok(_) => db.flush_async().await.map(|_| ()).map_err(io),
+            Err(e) => Err(io(e)),
+        };
+        drop((trees, guard, db));
+        let path = self.path.clone();
         // sled hands sealed log buffers to its own thread pool for writing,
         // and each such job holds the store's file — and with it the
         // exclusive lock taken at open — until it ends, after the last `Db`
         // handle is gone. Return only once the lock is free, so that a
         // reopen in this process (a restart, `import` after `export`, a
-        // test) cannot meet our own lock.
-        wait_for_lock_release(&path.join("db")).await;
-        r
+        // test) cannot meet our own lock, and the stamps are of files sled
+        // no longer writes.
+        let stamped = tokio::task::spawn_blocking(move || {
+            if !lock_released(&path.join("db")) {
+                return Err("sled still holds its lock".to_owned());
+            }
+            let started = std::time::Instant::now();
+            let stamps = manifest::stamps(&path).map_err(|e| e.to_string())?;
+            tracing::info!(path = %path.display(),
+                bytes = stamps.iter().map(|f| f.len).sum::<u64>(),
+                ms = started.elapsed().as_millis() as u64,
+                "clean-stop stamps of the store's files taken");
+            Ok(stamps)
+        })
+        .await
+        .map_err(io)?;
+        last?;
+        self.generation.store(g, Ordering::Relaxed);
+        let mut m = Manifest::new(g);
+        match stamped {
+            Ok(stamps) => m.clean_stop = Some(stamps),
+            Err(e) => tracing::warn!(path = %self.path.display(), error = %e,
+                "store closed without its clean-stop stamps; the next start checks only its generation"),
+        }
+        manifest::write(&self.path, &m).map_err(|r| io(r.into_open_error(&self.path)))
+    }
+
+    /// Lets go of the store without writing to it (a refused start): no
+    /// new generation, no clean-stop stamps, so the next start checks it
+    /// as after an unclean stop.
+    pub async fn release(&self) {
+        let open = self.open.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(o) = open {
+            drop(o.tx);
+            let _ = o.committer.await;
+            drop((o.trees, o.guard, o.db));
+        }
+        let db = self.path.join("db");
+        let _ = tokio::task::spawn_blocking(move || lock_released(&db)).await;
+    }
+
+    /// Lets go of a store found damaged after it was opened (a record sled
+    /// cannot read) and moves it aside; then refuses, or opens a new store
+    /// as [`SledStore::open_with`] does.
+    pub async fn condemn(self, fault: String) -> Result<SledStore, OpenError> {
+        self.release().await;
+        Self::after_damage(&self.path, self.opts, fault)
     }
 
     pub fn path(&self) -> &Path {
@@ -113,36 +300,174 @@ impl SledStore {
 
     /// The last group commit was applied and flushed.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed)
     }
 
     /// Bytes on disk (for metrics).
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.with_open(|o| o.db.size_on_disk().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Where damaged records were moved at an earlier start that refused
+    /// to go on without them, if that has not been acknowledged yet.
+    pub fn records_aside(&self) -> Result<Option<String>, StoreError> {
+        let v = self
+            .with_open(|o| o.guard.get(RECORDS_ASIDE))?
+            .map_err(io)?;
+        Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Removes the records `bad` from the store and notes `file` (where
+    /// they were written first) as their place, in one transaction, flushed.
+    /// With `bad` empty: forgets the note (the operator started anyway).
+    pub fn move_records_aside(
+        &self,
+        bad: &[(Tree, Vec<u8>)],
+        file: Option<&str>,
+    ) -> Result<(), StoreError> {
+        use sled::Transactional;
+        self.with_open(|o| {
+            let mut all: Vec<&sled::Tree> = o.trees.iter().collect();
+            all.push(&o.guard);
+            all.as_slice()
+                .transaction(|tx| {
+                    for (t, k) in bad {
+                        tx[t.index()].remove(k.as_slice())?;
+                    }
+                    let guard = &tx[Tree::ALL.len()];
+                    match file {
+                        Some(f) => guard.insert(RECORDS_ASIDE, f.as_bytes())?,
+                        None => guard.remove(RECORDS_ASIDE)?,
+                    };
+                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| io(format!("{e:?}")))?;
+            o.db.flush().map(|_| ()).map_err(io)
+        })?
+    }
+}
+
+/// Opens sled and the trees, turning the panics sled 0.34 raises on some
+/// damaged logs into a refusal.
+fn open_sled(
+    path: &Path,
+    cache_bytes: u64,
+) -> Result<(sled::Db, Vec<sled::Tree>, sled::Tree), Refusal> {
+    let opened = quietly(|| -> sled::Result<_> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()?;
+        let mut trees = Vec::with_capacity(Tree::ALL.len());
+        for t in Tree::ALL {
+            trees.push(db.open_tree(t.name())?);
+        }
+        let guard = db.open_tree(GUARD_TREE)?;
+        Ok((db, trees, guard))
+    });
+    match opened {
+        Err(msg) => Err(Refusal::Damaged(format!(
+            "sled failed while reading its files: {msg}"
+        ))),
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => match e {
+            sled::Error::Corruption { at, .. } => Err(Refusal::Damaged(match at {
+                Some(at) => format!("sled: corrupt log entry at {at:?}"),
+                None => "sled: corrupt log entry".into(),
+            })),
+            sled::Error::Unsupported(_) | sled::Error::ReportableBug(_) => {
+                Err(Refusal::Damaged(format!("sled: {e}")))
+            }
+            sled::Error::Io(ref i)
+                if matches!(
+                    i.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                ) =>
+            {
+                Err(Refusal::Damaged(format!("sled: {e}")))
+            }
+            // A lock held by a running gateway, a permission, a full disk:
+            // not the store's fault.
+            e => Err(Refusal::Io(e.to_string())),
+        },
+    }
+}
+
+fn read_generation(guard: &sled::Tree) -> Result<u64, String> {
+    match guard.get(GENERATION).map_err(|e| e.to_string())? {
+        None => Ok(0),
+        Some(v) => <[u8; 8]>::try_from(v.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| "the generation record is not 8 bytes".to_owned()),
+    }
+}
+
+/// Runs `f`; a panic in it becomes `Err(message)`, and its message is kept
+/// off stderr (the start reports it as a damaged store instead).
+fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    use std::cell::{Cell, RefCell};
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+        static MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if QUIET.with(Cell::get) {
+                let p = info.payload();
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown failure".into());
+                let at = info
+                    .location()
+                    .map(|l| format!(" ({}:{})", l.file(), l.line()))
+                    .unwrap_or_default();
+                MESSAGE.with(|m| *m.borrow_mut() = Some(format!("{msg}{at}")));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    r.map_err(|_| {
+        MESSAGE
+            .with(|m| m.borrow_mut().take())
+            .unwrap_or_else(|| "unknown failure".into())
+    })
+}
+
+/// Someone holds the exclusive lock on sled's data file now. The probe
+/// takes the lock the way sled does (`fs2`: `flock` on Unix) and lets it go
+/// at once.
+fn locked(file: &Path) -> bool {
+    use fs2::FileExt;
+    match std::fs::File::open(file) {
+        Ok(f) => f.try_lock_exclusive().is_err(), // unlocked when `f` drops
+        Err(_) => false,                          // no store file, no lock
     }
 }
 
 /// Waits (bounded) until no one holds the exclusive lock on sled's data
-/// file. The probe takes the lock the way sled does (`fs2`: `flock` on
-/// Unix) and lets it go at once.
-async fn wait_for_lock_release(file: &Path) {
-    use fs2::FileExt;
+/// file; false if someone still does.
+fn lock_released(file: &Path) -> bool {
     // sled's jobs finish within a write and an fsync; five seconds is far
     // beyond that and still bounds a shutdown.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let free = match std::fs::File::open(file) {
-            Ok(f) => f.try_lock_exclusive().is_ok(), // unlocked when `f` drops
-            Err(_) => true,                          // no store file, no lock
-        };
-        if free {
-            return;
+        if !locked(file) {
+            return true;
         }
         if std::time::Instant::now() >= deadline {
             tracing::warn!(file = %file.display(), "sled still holds its lock after close");
-            return;
+            return false;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 
@@ -221,36 +546,43 @@ fn apply(trees: &[sled::Tree], batch: &Batch) -> Result<(), StoreError> {
 
 impl Store for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.trees[tree.index()]
-            .get(key)
-            .map_err(io)?
-            .map(|v| v.to_vec()))
+        self.with_open(|o| {
+            Ok(o.trees[tree.index()]
+                .get(key)
+                .map_err(io)?
+                .map(|v| v.to_vec()))
+        })?
     }
 
     fn visit(&self, tree: Tree, f: Visitor<'_>) -> Result<(), StoreError> {
-        for r in self.trees[tree.index()].iter() {
-            let (k, v) = r.map_err(io)?;
-            f(&k, &v)?;
-        }
-        Ok(())
+        self.with_open(|o| {
+            for r in o.trees[tree.index()].iter() {
+                let (k, v) = r.map_err(io)?;
+                f(&k, &v)?;
+            }
+            Ok(())
+        })?
     }
 
     fn commit(&self, batch: Batch) -> CommitFuture {
         let (w, r) = oneshot::channel();
-        let sent = self.tx.send((batch, w));
+        let sent = self
+            .with_open(|o| o.tx.send((batch, w)).map_err(|_| StoreError::Closed))
+            .and_then(|s| s);
         Box::pin(async move {
-            sent.map_err(|_| StoreError::Closed)?;
+            sent?;
             r.await.map_err(|_| StoreError::Closed)?
         })
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(io)
+        self.with_open(|o| o.db.flush().map(|_| ()).map_err(io))?
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::MANIFEST as MANIFEST_NAME;
     use super::*;
 
     fn tmp(tag: &str) -> PathBuf {
@@ -355,29 +687,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&p);
     }
 
-    #[tokio::test]
-    async fn corrupt_store_is_moved_aside() {
-        let p = tmp("corrupt");
-        std::fs::create_dir_all(&p).unwrap();
-        // sled keeps its data in `db` and `conf`; garbage there cannot be opened.
-        std::fs::write(p.join("conf"), b"\xff\xfe garbage").unwrap();
-        std::fs::write(p.join("db"), vec![0xAAu8; 4096]).unwrap();
-        let s = SledStore::open(&p).expect("opens a fresh store");
-        assert!(s.scan(Tree::Registrations).unwrap().is_empty());
-        let parent = p.parent().unwrap();
+    /// Every `PATH.corrupt-*` beside `p`, removed.
+    fn remove_asides(p: &Path) {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        let moved = std::fs::read_dir(parent)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .any(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with(&format!("{name}.corrupt-"))
-            });
-        assert!(moved, "the corrupt store was moved aside");
-        s.close().await.unwrap();
-        let _ = std::fs::remove_dir_all(&p);
-        for e in std::fs::read_dir(parent).unwrap().filter_map(|e| e.ok()) {
+        for e in std::fs::read_dir(p.parent().unwrap()).unwrap().flatten() {
             if e.file_name()
                 .to_string_lossy()
                 .starts_with(&format!("{name}.corrupt-"))
@@ -385,5 +698,157 @@ mod tests {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
+    }
+
+    /// Cuts the store's log to `len` bytes.
+    fn cut_db(p: &Path, len: u64) {
+        let f = std::fs::OpenOptions::new().write(true).open(p.join("db"));
+        f.unwrap().set_len(len).unwrap();
+    }
+
+    /// The refusal of an open that must not succeed.
+    fn refusal(p: &Path, opts: OpenOptions) -> OpenError {
+        match SledStore::open_with(p, opts) {
+            Err(e) => e,
+            Ok(_) => panic!("{} opened", p.display()),
+        }
+    }
+
+    fn allowing() -> OpenOptions {
+        OpenOptions {
+            start_after_corruption: true,
+            ..OpenOptions::default()
+        }
+    }
+
+    /// A store sled cannot open is moved aside with its bytes as they
+    /// were, and the open refused; a start with the store missing and the
+    /// damaged one beside it is refused too (a restart loop must not turn
+    /// into an empty gateway); only `start_after_corruption` opens a new,
+    /// empty store.
+    #[tokio::test]
+    async fn corrupt_store_is_moved_aside() {
+        let p = tmp("corrupt");
+        std::fs::create_dir_all(&p).unwrap();
+        // sled keeps its data in `db` and `conf`; garbage there cannot be opened.
+        std::fs::write(p.join("conf"), b"\xff\xfe garbage").unwrap();
+        std::fs::write(p.join("db"), vec![0xAAu8; 4096]).unwrap();
+        let aside = match refusal(&p, OpenOptions::default()) {
+            OpenError::Damaged { aside, .. } => PathBuf::from(aside),
+            e => panic!("{e}"),
+        };
+        assert!(!p.exists(), "the damaged store is no longer at its path");
+        assert_eq!(
+            std::fs::read(aside.join("conf")).unwrap(),
+            b"\xff\xfe garbage"
+        );
+        assert_eq!(std::fs::read(aside.join("db")).unwrap(), vec![0xAAu8; 4096]);
+        let e = refusal(&p, OpenOptions::default());
+        assert!(matches!(e, OpenError::MovedAside { .. }), "{e}");
+        assert_eq!(e.exit_code(), 3);
+        let s = SledStore::open_with(&p, allowing()).expect("opens a fresh store");
+        assert!(s.scan(Tree::Registrations).unwrap().is_empty());
+        s.begin().unwrap();
+        s.close().await.unwrap();
+        // Once there is a store again, a plain open takes it.
+        SledStore::open(&p).unwrap().close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&p);
+        remove_asides(&p);
+    }
+
+    /// A store damaged while the gateway was down (after a clean stop) is
+    /// found before sled reads it; after an unclean stop, the generation
+    /// sled recovers betrays a log that lost its end.
+    #[tokio::test]
+    async fn damage_after_a_stop_is_found() {
+        async fn filled(p: &Path) {
+            let s = SledStore::open(p).unwrap();
+            s.begin().unwrap();
+            for i in 0..200u32 {
+                let mut b = Batch::default();
+                b.put(Tree::Dialogs, i.to_be_bytes().to_vec(), vec![7u8; 300]);
+                s.commit(b).await.unwrap();
+            }
+            s.close().await.unwrap();
+        }
+        // Clean stop, then the log is cut: refused before sled opens it.
+        let p = tmp("stamps");
+        filled(&p).await;
+        let len = std::fs::metadata(p.join("db")).unwrap().len();
+        cut_db(&p, 8);
+        let cut = std::fs::read(p.join("db")).unwrap();
+        match refusal(&p, OpenOptions::default()) {
+            OpenError::Damaged { fault, aside, .. } => {
+                assert_eq!(fault, format!("db: 8 bytes, {len} at the last clean stop"));
+                assert_eq!(std::fs::read(Path::new(&aside).join("db")).unwrap(), cut);
+            }
+            e => panic!("{e}"),
+        }
+        remove_asides(&p);
+
+        // Unclean stop (no stamps): sled opens the cut log as an empty
+        // store, whose generation gives it away.
+        filled(&p).await;
+        let m = std::fs::read_to_string(p.join(MANIFEST_NAME)).unwrap();
+        let mut m: serde_json::Value = serde_json::from_str(&m).unwrap();
+        m.as_object_mut().unwrap().remove("clean_stop");
+        std::fs::write(p.join(MANIFEST_NAME), m.to_string()).unwrap();
+        cut_db(&p, 0);
+        match refusal(&p, OpenOptions::default()) {
+            OpenError::Damaged { fault, .. } => {
+                assert!(fault.contains("sled recovered generation 0"), "{fault}")
+            }
+            e => panic!("{e}"),
+        }
+        remove_asides(&p);
+        let _ = std::fs::remove_dir_all(&p);
+    }
+
+    /// A panic inside sled while it reads a damaged log (sled 0.34 has
+    /// several) becomes a message, and stays off stderr.
+    #[test]
+    fn panics_while_opening_become_messages() {
+        let r: Result<(), String> = quietly(|| panic!("tried to serialize Uninitialized"));
+        let m = r.unwrap_err();
+        assert!(
+            m.starts_with("tried to serialize Uninitialized (src/store/sled.rs:"),
+            "{m}"
+        );
+        assert_eq!(quietly(|| 7), Ok(7));
+    }
+
+    /// A newer store format, a file and a directory of something else are
+    /// refused and left exactly as they were.
+    #[tokio::test]
+    async fn newer_and_foreign_are_left_untouched() {
+        let p = tmp("newer");
+        std::fs::create_dir_all(&p).unwrap();
+        let m = r#"{"store":"sip-cpim-gateway","format":2,"generation":9}"#;
+        std::fs::write(p.join(MANIFEST_NAME), m).unwrap();
+        std::fs::write(p.join("db"), b"whatever a newer build writes").unwrap();
+        let e = refusal(&p, allowing());
+        assert!(matches!(e, OpenError::Newer { .. }), "{e}");
+        assert_eq!(e.exit_code(), 4);
+        assert!(e.to_string().contains("store format 2"), "{e}");
+        assert_eq!(std::fs::read_to_string(p.join(MANIFEST_NAME)).unwrap(), m);
+        assert_eq!(
+            std::fs::read(p.join("db")).unwrap(),
+            b"whatever a newer build writes"
+        );
+        let _ = std::fs::remove_dir_all(&p);
+
+        let p = tmp("foreign");
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::write(p.join("notes.txt"), b"mine").unwrap();
+        let e = refusal(&p, allowing());
+        assert!(matches!(e, OpenError::Foreign { .. }), "{e}");
+        assert_eq!(e.exit_code(), 5);
+        assert!(e.to_string().contains("notes.txt"), "{e}");
+        assert_eq!(std::fs::read_dir(&p).unwrap().count(), 1);
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::write(&p, b"a file").unwrap();
+        assert!(matches!(refusal(&p, allowing()), OpenError::Foreign { .. }));
+        assert_eq!(std::fs::read(&p).unwrap(), b"a file");
+        let _ = std::fs::remove_file(&p);
     }
 }

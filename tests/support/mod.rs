@@ -417,3 +417,33 @@ impl sip_cpim_gateway::store::Store for FailingStore {
         self.inner.flush()
     }
 }
+
+/// Prometheus text exposition → `name{labels}` → value.
+pub fn parse_exposition(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut m = std::collections::HashMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series and value");
+        let v: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        // Label order as printed; the tests name them in that order.
+        m.insert(series.to_owned(), v);
+    }
+    m
+}
+
+/// One series of a parsed exposition; 0 when absent.
+pub fn series(m: &std::collections::HashMap<String, f64>, name: &str) -> f64 {
+    m.get(name).copied().unwrap_or(0.0)
+}
+
+/// POSTs `body` as JSON to `url`; the answer's JSON body.
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> serde_json::Value {
+    let r = http.post(url).json(body).send().await.unwrap();
+    r.json().await.unwrap()
+}
