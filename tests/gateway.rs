@@ -606,6 +606,60 @@ async fn adapter_down_loses_nothing_and_keeps_order() {
     assert_eq!(e.server.adapter.depth(), 0);
 }
 
+/// The adapter queue is bounded (`[cpim] adapter_max_pending`): with the
+/// adapter down and the queue full of notifies nothing can be coalesced
+/// with, a NOTIFY for another stream is refused 503 + Retry-After and
+/// changes nothing, so the notifier's retry with the same CSeq is taken
+/// once there is room (RFC 3261 §21.5.4, RFC 6665 §4.1.3).
+#[tokio::test]
+async fn a_full_adapter_queue_refuses_and_changes_nothing() {
+    let e = env_with("", |cfg, _| cfg.cpim.adapter_max_pending = 2).await;
+    let mut dialogs = Vec::new();
+    for (w, tag) in [("alice", "ta"), ("carol", "tc"), ("dora", "td")] {
+        let t = e.subscribe(
+            &format!("pres:{w}@xmpp.example.org"),
+            "pres:bob@sip.example.net",
+            600,
+        );
+        let sub = e.next_request().await;
+        e.answer(&sub, 200, tag, 600).await;
+        t.await.unwrap();
+        dialogs.push((sub, tag));
+    }
+    e.adapter.shared.fail_notify.store(true, Ordering::SeqCst);
+    let body = pidf(
+        "pres:bob@sip.example.net",
+        "q",
+        "open",
+        "",
+        "2026-11-22T10:00:00Z",
+    );
+    for (sub, tag) in &dialogs[..2] {
+        e.ua.send(&e.notify_text(sub, tag, 1, "active", &body))
+            .await;
+        assert_eq!(e.final_response().await.status(), Some(200));
+    }
+    let (sub, tag) = &dialogs[2];
+    let third = e.notify_text(sub, tag, 1, "active", &body);
+    e.ua.send(&third).await;
+    let r = e.final_response().await;
+    assert_eq!(r.status(), Some(503), "{r:?}");
+    assert!(r.retry_after().unwrap().is_some(), "{r:?}");
+    assert_eq!(
+        e.server.adapter.depth(),
+        2,
+        "nothing queued for the refused one"
+    );
+    // The adapter is back; the queue drains, and the same NOTIFY (same
+    // CSeq: the refused one changed nothing) is taken.
+    e.adapter.shared.fail_notify.store(false, Ordering::SeqCst);
+    e.adapter.wait_calls("notify", 2, W).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    e.ua.send(&third).await;
+    assert_eq!(e.final_response().await.status(), Some(200));
+    e.adapter.wait_calls("notify", 3, W).await;
+}
+
 #[tokio::test]
 async fn http_errors_are_json_and_change_nothing() {
     let e = env("").await;

@@ -377,6 +377,7 @@ impl GatewayCore {
             }
         };
         let e = self.dialogs.get_mut(&id).expect("dialog exists");
+        let before = e.rec.clone();
         if !e
             .rec
             .dialog
@@ -412,11 +413,15 @@ impl GatewayCore {
             payload: serde_json::to_value(&n).expect("serializes"),
         };
         let mut batch = Batch::default();
-        if terminated {
+        // Not stored (or not queued): the dialog as it was, so that the
+        // notifier's retransmission or retry is taken again.
+        let undo = if terminated {
             self.remove_c2s(&id, &mut batch);
+            Undo::Restore(vec![before])
         } else {
             batch.put(Tree::Dialogs, id.as_bytes().to_vec(), codec::encode(&e.rec));
-        }
+            Undo::Revert(Box::new(before))
+        };
         // The 200 goes once the delivery is queued durably.
         fx.push(Effect::Commit {
             batch,
@@ -425,7 +430,7 @@ impl GatewayCore {
                 tx,
                 response: inc.reply(200, "OK"),
             }],
-            undo: None,
+            undo: Some(undo),
         });
     }
 

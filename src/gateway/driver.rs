@@ -81,6 +81,12 @@ enum Bound {
         then: Vec<Bound>,
         undo: Option<Undo>,
     },
+    /// A commit refused before it was tried (the adapter queue is full).
+    Refuse {
+        why: Reject,
+        then: Vec<Bound>,
+        undo: Option<Undo>,
+    },
     Respond(Box<ServerTransaction>, Message),
     Answer(Answer, Result<CpimResponse, ApiError>),
     Subscribe {
@@ -242,19 +248,36 @@ impl Driver {
                     then,
                     undo,
                 } => {
-                    let staged = deliveries
-                        .into_iter()
-                        .map(|d| {
-                            self.io
-                                .adapter
-                                .stage(&mut batch, &d.watcher, &d.target, d.path, d.payload)
-                        })
-                        .collect();
-                    Bound::Commit {
-                        batch,
-                        staged,
-                        then: self.bind(then),
-                        undo,
+                    // The adapter queue is bounded (`[cpim] adapter_max_pending`):
+                    // a change whose delivery it cannot take is refused whole.
+                    let mut staged = Vec::with_capacity(deliveries.len());
+                    let mut full = None;
+                    for d in deliveries {
+                        let (w, t) = (&d.watcher, &d.target);
+                        match self
+                            .io
+                            .adapter
+                            .try_stage(&mut batch, w, t, d.path, d.payload)
+                        {
+                            Ok(s) => staged.push(s),
+                            Err(f) => {
+                                full = Some(Reject::from(f));
+                                break;
+                            }
+                        }
+                    }
+                    let then = self.bind(then);
+                    match full {
+                        None => Bound::Commit {
+                            batch,
+                            staged,
+                            then,
+                            undo,
+                        },
+                        Some(why) => {
+                            self.io.adapter.abandon(staged);
+                            Bound::Refuse { why, then, undo }
+                        }
                     }
                 }
                 Effect::Respond { tx, response } => match self.txs.remove(&tx) {
@@ -316,10 +339,16 @@ async fn execute(io: Io, effects: Vec<Bound>) {
                 if committed.is_ok() {
                     Box::pin(execute(io.clone(), then)).await;
                 } else {
-                    refuse_all(then).await;
+                    refuse_all(then, Reject::StoreFailure).await;
                     if let Some(u) = undo {
                         let _ = io.me.send(Cmd::Undo(u));
                     }
+                }
+            }
+            Bound::Refuse { why, then, undo } => {
+                refuse_all(then, why).await;
+                if let Some(u) = undo {
+                    let _ = io.me.send(Cmd::Undo(u));
                 }
             }
             Bound::Respond(st, r) => {
@@ -416,19 +445,26 @@ async fn execute(io: Io, effects: Vec<Bound>) {
     }
 }
 
-/// A commit failed: whatever `then` would have acknowledged gets the store
-/// failure instead, and nothing is sent (see [`Effect::Commit`]).
-async fn refuse_all(then: Vec<Bound>) {
+/// A commit failed or was refused: whatever `then` would have acknowledged
+/// gets `why` instead (a CPIM answer: 503), and nothing is sent (see
+/// [`Effect::Commit`]).
+async fn refuse_all(then: Vec<Bound>, why: Reject) {
     for b in then {
         match b {
             Bound::Respond(st, _) => {
-                let r = Reject::StoreFailure.response(st.inbound());
+                let r = why.response(st.inbound());
                 let _ = st.respond(r).await;
             }
             Bound::Answer(a, _) | Bound::Local(_, a) => {
-                let _ = a.send(Err(store_failure()));
+                let e = match why {
+                    Reject::StoreFailure => store_failure(),
+                    _ => ApiError::Unavailable(format!("not taken: {why}")),
+                };
+                let _ = a.send(Err(e));
             }
-            Bound::Commit { then, .. } => Box::pin(refuse_all(then)).await,
+            Bound::Commit { then, .. } | Bound::Refuse { then, .. } => {
+                Box::pin(refuse_all(then, why.clone())).await
+            }
             // Dropped unanswered: the transaction answers 500 itself.
             Bound::Ask { .. } => {}
             Bound::Subscribe { .. } | Bound::Notify { .. } | Bound::Tell(_) => {}
