@@ -21,8 +21,8 @@
 //! in-dialog request for; an entry whose agent no longer holds the dialog
 //! only costs that agent a 481 of its own.
 
+use crate::maps::FastMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 /// The agent that holds a dialog.
@@ -54,10 +54,10 @@ pub enum DialogEvent {
 #[derive(Debug, Default)]
 pub struct DialogTable {
     /// By `Call-ID;local-tag;remote-tag` ([`crate::dialog::dialog_id`]).
-    dialogs: RwLock<HashMap<Arc<str>, DialogOwner>>,
+    dialogs: RwLock<FastMap<Arc<str>, DialogOwner>>,
     /// SUBSCRIBEs we sent and that have no final response yet, by
     /// `Call-ID;local-tag`.
-    pending: RwLock<HashMap<Box<str>, DialogOwner>>,
+    pending: RwLock<FastMap<Box<str>, DialogOwner>>,
 }
 
 thread_local! {
@@ -144,13 +144,13 @@ impl DialogTable {
         self.len() == 0
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, DialogOwner>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, FastMap<Arc<str>, DialogOwner>> {
         // A panic while holding the lock cannot leave the map half-changed
         // (every change is one HashMap call), so a poisoned lock is usable.
         self.dialogs.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, DialogOwner>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, FastMap<Arc<str>, DialogOwner>> {
         self.dialogs.write().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -14,6 +14,7 @@ pub mod durable;
 pub mod gateway;
 pub mod http;
 pub mod lint;
+pub mod maps;
 pub mod metrics;
 pub mod presence;
 pub mod recovery;

@@ -183,14 +183,14 @@ impl PresenceAgent {
             resolver,
             adapter,
             dialogs,
-            presentities: HashMap::new(),
-            subs: HashMap::new(),
+            presentities: Default::default(),
+            subs: Default::default(),
             timers: BinaryHeap::new(),
             self_tx: tx.clone(),
             winfo_partial: HashMap::new(),
             policies: HashMap::new(),
             publishers: HashMap::new(),
-            per_watcher: HashMap::new(),
+            per_watcher: Default::default(),
             watcher_hasher: std::hash::RandomState::new(),
         };
         agent.load()?;
@@ -353,11 +353,11 @@ pub(crate) struct Agent {
     /// The router's dialog table: every SIP subscription held here is in it
     /// as [`DialogOwner::Presence`] (kept by `add_sub`/`remove_sub`/`load`).
     pub dialogs: Arc<DialogTable>,
-    pub presentities: HashMap<String, Presentity>,
+    pub presentities: crate::maps::FastMap<String, Presentity>,
     /// Boxed: a bucket is then 24 bytes instead of ~200, so the table's
     /// spare capacity (up to half of it after growing) and the copy made
     /// while it grows cost little (issue 4: memory per subscription).
-    pub subs: HashMap<Arc<str>, Box<Sub>>,
+    pub subs: crate::maps::FastMap<Arc<str>, Box<Sub>>,
     pub timers: BinaryHeap<Reverse<(i64, TimerKey)>>,
     pub self_tx: mpsc::UnboundedSender<Command>,
     /// Partial watcherinfo state waiting for a winfo subscription's NOTIFY.
@@ -371,7 +371,7 @@ pub(crate) struct Agent {
     /// keyed by a 64-bit hash of `SubscriptionRecord::watcher` (no copy of
     /// the URI per watcher; a collision would only make two watchers share
     /// one count).
-    pub per_watcher: HashMap<u64, u32>,
+    pub per_watcher: crate::maps::FastMap<u64, u32>,
     pub watcher_hasher: std::hash::RandomState,
 }
 
