@@ -167,6 +167,11 @@ mod tests {
             (Reject::DialogGone, 481, "Subscription Does Not Exist"),
             (Reject::BadEvent { allow: "presence" }, 489, "Bad Event"),
             (Reject::CSeqOutOfOrder, 500, "CSeq Out Of Order"),
+            (
+                Reject::Overloaded { retry_after: 2 },
+                503,
+                "Service Unavailable (overloaded)",
+            ),
             (Reject::Decline, 603, "Decline"),
         ];
         for (r, code, reason) in cases {

@@ -309,7 +309,6 @@ impl GatewayCore {
             m.sync_content_length();
         }
         let hop = rec.dialog.next_hop();
-        let _ = &mut rec;
         (m, hop, rec)
     }
 }

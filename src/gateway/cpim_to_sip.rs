@@ -61,19 +61,8 @@ impl GatewayCore {
         let pair = (req.watcher.clone(), req.target.clone());
         if let Some(id) = self.by_pair.get(&pair).cloned() {
             // Already subscribed: a refresh with the new duration.
-            if let Some(e) = self.dialogs.get_mut(&id) {
-                let stored = e.rec.cpim_until;
-                e.rec.cpim_until = now + i64::from(duration) * 1000;
-                self.send_in_dialog(&id, duration, Some(reply), false, fx);
-                if let Some(Effect::Commit {
-                    undo: Some(Undo::Unsent { cpim_until, .. }),
-                    ..
-                }) = fx.effects.last_mut()
-                {
-                    *cpim_until = stored;
-                }
-            }
-            return;
+            let until = now + i64::from(duration) * 1000;
+            return self.send_in_dialog(&id, duration, Some(until), Some(reply), false, fx);
         }
         let scheme = self.settings.header_scheme.clone();
         let from = watcher.with_scheme(scheme.clone());
@@ -113,10 +102,13 @@ impl GatewayCore {
 
     /// A SUBSCRIBE in an existing CPIM → SIP dialog (refresh or, with 0,
     /// unsubscribe).
+    /// `cpim_until`: a CPIM refresh's new duration, kept only if the
+    /// SUBSCRIBE can be sent.
     pub(super) fn send_in_dialog(
         &mut self,
         id: &str,
         expires: u32,
+        cpim_until: Option<i64>,
         reply: Option<ReplyId>,
         unsubscribe: bool,
         fx: &mut Effects,
@@ -124,6 +116,10 @@ impl GatewayCore {
         let Some(e) = self.dialogs.get_mut(id) else {
             return;
         };
+        let stored_until = e.rec.cpim_until;
+        if let Some(until) = cpim_until {
+            e.rec.cpim_until = until;
+        }
         let mut m = e
             .rec
             .dialog
@@ -151,13 +147,16 @@ impl GatewayCore {
             },
         );
         // The CSeq used is durable before the request leaves.
-        let cpim_until = e.rec.cpim_until;
         let send = Effect::Subscribe {
             key: key.clone(),
             request: m,
             hop,
         };
-        fx.commit(batch, vec![send], Some(Undo::Unsent { key, cpim_until }));
+        let undo = Undo::Unsent {
+            key,
+            cpim_until: stored_until,
+        };
+        fx.commit(batch, vec![send], Some(undo));
     }
 
     pub(super) fn subscribe_done(
@@ -299,10 +298,10 @@ impl GatewayCore {
         let left = ((e.rec.cpim_until - now) / 1000).max(0) as u32;
         if left == 0 {
             // The CPIM duration is over: end the SIP subscription.
-            self.send_in_dialog(id, 0, None, true, fx);
+            self.send_in_dialog(id, 0, None, None, true, fx);
         } else {
             let original = ((e.rec.expires_at - e.rec.refreshed_at) / 1000).max(1) as u32;
-            self.send_in_dialog(id, left.min(original), None, false, fx);
+            self.send_in_dialog(id, left.min(original), None, None, false, fx);
         }
     }
 
@@ -332,7 +331,7 @@ impl GatewayCore {
             return fx.push(Effect::Local { call, reply });
         }
         match self.by_pair.get(&(req.watcher, req.target)).cloned() {
-            Some(id) => self.send_in_dialog(&id, 0, Some(reply), true, fx),
+            Some(id) => self.send_in_dialog(&id, 0, None, Some(reply), true, fx),
             // Unknown: failure, nothing sent (§7.2).
             None => fx.push(Effect::Answer {
                 reply,

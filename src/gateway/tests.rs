@@ -237,6 +237,45 @@ fn cpim_watcher_of_a_sip_presentity() {
         panic!("{fx:?}");
     };
     assert_eq!(response.status(), Some(500));
+
+    // A CPIM refresh with a new duration whose CSeq cannot be stored: not
+    // sent, the adapter gets the store failure, and the stored duration
+    // stands (the refresh timer keeps its time).
+    let timer = c.next_timer();
+    let refresh = SubscribeRequest {
+        watcher: "pres:alice@xmpp.example.org".into(),
+        target: "pres:bob@sip.example.net".into(),
+        duration: Some(900),
+        trans_id: Some("t1".into()),
+    };
+    let fx = c.handle(
+        Event::CpimSubscribe {
+            req: refresh,
+            reply: 8,
+        },
+        due + 30,
+    );
+    let (_, _, _, _, undo) = commit(fx);
+    assert_eq!(
+        undo,
+        Some(Undo::Unsent {
+            key: key.clone(),
+            cpim_until: NOW + 600_000
+        })
+    );
+    let fx = c.handle(Event::Undo(undo.unwrap()), due + 31);
+    assert!(
+        matches!(
+            &fx.effects[..],
+            [Effect::Answer {
+                reply: 8,
+                result: Err(_)
+            }]
+        ),
+        "{fx:?}"
+    );
+    assert_eq!(c.next_timer(), timer);
+    assert_eq!(c.dialogs[&id].rec.cpim_until, NOW + 600_000);
 }
 
 fn sip_subscribe(expires: u32, event: &str) -> IncomingRequest {
