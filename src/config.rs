@@ -46,7 +46,33 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub auth: AuthConfig,
     pub store: StoreConfig,
+    pub cluster: ClusterConfig,
     pub log: LogConfig,
+}
+
+/// `[cluster]`: this node's part of a cluster on the PostgreSQL backend
+/// (issue 18, docs/cluster.md). Ignored with `backend = "sled"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's name, unique in the cluster: the holder of its leases.
+    pub node: String,
+    /// How many shards presentities are hashed over. The same on every
+    /// node, and fixed once the database holds records.
+    pub shards: u32,
+    /// How long a lease lasts unless renewed (every third of it): how long
+    /// a dead node's presentities wait for a survivor to take them.
+    pub lease_ttl_s: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            node: "gateway".into(),
+            shards: 64,
+            lease_ttl_s: 15,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -259,6 +285,13 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
+    /// `sled` (embedded, the default) or `postgres` (issue 18: a database
+    /// shared by the nodes of a cluster, docs/cluster.md).
+    pub backend: String,
+    /// The PostgreSQL connection string (`postgres://user:pass@host/db` or
+    /// `host=… user=… dbname=…`); `backend = "postgres"` only.
+    pub url: String,
+    /// The sled directory; `backend = "sled"` only.
     pub path: String,
     /// sled's page cache; records beyond it are read from disk on use.
     pub cache_capacity_bytes: u64,
@@ -272,6 +305,8 @@ pub struct StoreConfig {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: "sled".into(),
+            url: String::new(),
             path: "./data".into(),
             cache_capacity_bytes: 4 * 1024 * 1024,
             start_after_corruption: false,
@@ -575,6 +610,36 @@ impl Config {
             bad(
                 "store.cache_capacity_bytes",
                 "must be at least 1048576 (1 MiB)".into(),
+            );
+        }
+        match self.store.backend.as_str() {
+            "sled" => {}
+            "postgres" if self.store.url.is_empty() => {
+                bad("store.url", "required with backend = \"postgres\"".into())
+            }
+            "postgres" => {
+                if let Err(e) = self.store.url.parse::<tokio_postgres::Config>() {
+                    bad(
+                        "store.url",
+                        format!("not a PostgreSQL connection string: {e}"),
+                    );
+                }
+            }
+            other => bad(
+                "store.backend",
+                format!("{other:?}: expected \"sled\" or \"postgres\""),
+            ),
+        }
+        if self.cluster.node.is_empty() {
+            bad("cluster.node", "must not be empty".into());
+        }
+        if !(1..=65536).contains(&self.cluster.shards) {
+            bad("cluster.shards", "must be between 1 and 65536".into());
+        }
+        if self.cluster.lease_ttl_s < 3 {
+            bad(
+                "cluster.lease_ttl_s",
+                "must be at least 3 (renewed every third of it)".into(),
             );
         }
         if !matches!(self.cpim.sip_header_scheme.as_str(), "sip" | "pres") {

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod backup;
 pub mod body;
+pub mod cluster;
 pub mod config;
 pub mod cpim;
 pub mod delivery;

@@ -7,7 +7,7 @@ use crate::gateway::{Gateway, GatewaySettings};
 use crate::presence::{PresenceAgent, PresenceSettings};
 use crate::router::Router;
 use crate::sip::Method;
-use crate::store::{OpenError, SledStore, Store, StoreError};
+use crate::store::{Backend, OpenError, PgOptions, PgStore, Store, StoreError};
 use crate::transaction::{Timers, TransactionLayer, UasPolicy};
 use crate::transport::{Proto, Resolver, TlsSettings, Transmit, TransportConfig, TransportLayer};
 use std::net::SocketAddr;
@@ -46,7 +46,7 @@ pub struct Server {
     pub transport: Arc<TransportLayer>,
     pub transactions: TransactionLayer,
     pub resolver: Arc<Resolver>,
-    pub store: Arc<SledStore>,
+    pub store: Arc<Backend>,
     pub presence: PresenceAgent,
     pub gateway: Gateway,
     pub adapter: Adapter,
@@ -55,6 +55,33 @@ pub struct Server {
     pub ops: Arc<crate::http::Ops>,
     http_stop: Arc<tokio::sync::Notify>,
     http_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Opens the configured store (`[store] backend`).
+async fn open_backend(cfg: &Config) -> Result<Backend, StartError> {
+    if cfg.store.backend == "postgres" {
+        let sharding = crate::cluster::Sharding {
+            shards: cfg.cluster.shards,
+        };
+        let store = PgStore::open(PgOptions {
+            url: cfg.store.url.clone(),
+            node: cfg.cluster.node.clone(),
+            shards: cfg.cluster.shards,
+            lease_ttl: Duration::from_secs(cfg.cluster.lease_ttl_s),
+            wanted: None,
+            sharder: crate::cluster::record_sharder(sharding),
+        })?;
+        tracing::info!(node = %cfg.cluster.node, shards = store.holdings().shards().len(),
+            "store: PostgreSQL, leases taken");
+        return Ok(Backend::Postgres(store));
+    }
+    Ok(Backend::Sled(
+        crate::recovery::open_store(
+            std::path::Path::new(&cfg.store.path),
+            cfg.store.open_options(),
+        )
+        .await?,
+    ))
 }
 
 /// The UAS policy for what this build serves.
@@ -139,13 +166,7 @@ impl Server {
             cfg.sip.transport.udp_mtu_threshold,
         );
         let resolver = Arc::new(Resolver::new(&cfg.sip.routes).map_err(StartError::Config)?);
-        let store = Arc::new(
-            crate::recovery::open_store(
-                std::path::Path::new(&cfg.store.path),
-                cfg.store.open_options(),
-            )
-            .await?,
-        );
+        let store = Arc::new(open_backend(cfg).await?);
         let (host, port) = transport
             .sent_by(Proto::Udp)
             .or_else(|| transport.sent_by(Proto::Tcp))

@@ -50,7 +50,7 @@ pub struct Ops {
     pub ready: std::sync::atomic::AtomicBool,
     pub transactions: crate::transaction::TransactionLayer,
     pub adapter: crate::delivery::Adapter,
-    pub store: Arc<crate::store::SledStore>,
+    pub store: Arc<crate::store::Backend>,
 }
 
 /// The router of the HTTP listener.

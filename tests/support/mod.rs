@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod adapter;
+pub mod postgres;
 
 use bytes::Bytes;
 use sip_cpim_gateway::sip::{Limits, Message, Method, StreamParser, parse_datagram};
