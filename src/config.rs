@@ -63,6 +63,10 @@ pub struct ClusterConfig {
     /// How long a lease lasts unless renewed (every third of it): how long
     /// a dead node's presentities wait for a survivor to take them.
     pub lease_ttl_s: u64,
+    /// Every node's `node` name, in the same order on every node: shard
+    /// `s` prefers `members[s mod N]` and falls back along the list. Empty:
+    /// this node alone, holding every shard.
+    pub members: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -71,6 +75,7 @@ impl Default for ClusterConfig {
             node: "gateway".into(),
             shards: 64,
             lease_ttl_s: 15,
+            members: Vec::new(),
         }
     }
 }
@@ -632,6 +637,12 @@ impl Config {
         }
         if self.cluster.node.is_empty() {
             bad("cluster.node", "must not be empty".into());
+        }
+        if !self.cluster.members.is_empty() && !self.cluster.members.contains(&self.cluster.node) {
+            bad(
+                "cluster.members",
+                format!("must list this node ({:?})", self.cluster.node),
+            );
         }
         if !(1..=65536).contains(&self.cluster.shards) {
             bad("cluster.shards", "must be between 1 and 65536".into());

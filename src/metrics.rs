@@ -27,6 +27,8 @@ pub const SIP_RETRANSMISSIONS: &str = "sipgw_sip_retransmissions_total";
 /// Messages that did not parse (answered 400/505/513 or dropped).
 pub const SIP_MALFORMED: &str = "sipgw_sip_malformed_total";
 pub const SIP_SHED: &str = "sipgw_sip_requests_shed_total";
+/// Requests forwarded to the cluster node holding their presentity.
+pub const CLUSTER_FORWARDED: &str = "sipgw_cluster_forwarded_total";
 /// Client transactions that ended without a response (`reason="timeout"`
 /// (Timer F) or `"transport"`).
 pub const SIP_CLIENT_FAILURES: &str = "sipgw_sip_client_transaction_failures_total";
@@ -111,6 +113,10 @@ fn describe() {
         "SIP retransmissions absorbed (received) or sent (Timer E)"
     );
     describe_counter!(SIP_MALFORMED, "SIP messages that did not parse");
+    describe_counter!(
+        CLUSTER_FORWARDED,
+        "requests forwarded to the cluster node holding their presentity's shard"
+    );
     describe_counter!(
         SIP_SHED,
         "new requests answered 503 because they waited longer than [sip.overload] max_queue_delay_ms"

@@ -32,6 +32,12 @@ pub struct Router {
     pub local_domains: Arc<[String]>,
     /// Who owns each dialog (kept by the agents).
     pub dialogs: Arc<DialogTable>,
+    /// In a cluster (issue 18): which node serves each presentity, and the
+    /// transaction layer to forward with.
+    pub cluster: Option<(
+        crate::cluster::Placement,
+        crate::transaction::TransactionLayer,
+    )>,
 }
 
 /// Answers `st` at once with the response `why` maps to.
@@ -48,6 +54,105 @@ fn answer(st: ServerTransaction, resp: Message) {
 }
 
 impl Router {
+    /// In a cluster, a new request for a presentity whose shard another
+    /// node holds is forwarded there (or refused for a moment while no
+    /// live node holds it); `Some` when it is served here. A request a
+    /// cluster node forwarded is never forwarded again.
+    fn served_here(&self, st: ServerTransaction) -> Option<ServerTransaction> {
+        use crate::cluster::Place;
+        let Some((placement, layer)) = &self.cluster else {
+            return Some(st);
+        };
+        let req = st.request();
+        // The presentity: the Request-URI's, the To URI's for REGISTER
+        // (RFC 3261 §10.3; the Request-URI names only the domain).
+        let uri = match req.method() {
+            Some(Method::Register) => req.to().map(|t| &t.uri),
+            _ => req.request_uri(),
+        };
+        let Some(uri) = uri else {
+            return Some(st);
+        };
+        match placement.place(&crate::presence::aor_key(uri)) {
+            Place::Here => Some(st),
+            Place::At { sip, .. } if !sip.is_empty() && !self.forwarded_by_peer(placement, req) => {
+                let layer = layer.clone();
+                let again = self.clone();
+                tokio::spawn(async move {
+                    if let Err(st) = crate::cluster::forward::forward(&layer, st, &sip).await {
+                        // The holder did not answer: the view may be stale
+                        // (a takeover since); placed once more, then served,
+                        // forwarded to the new holder, or refused.
+                        again.retry(st, &sip).await;
+                    }
+                });
+                None
+            }
+            _ => {
+                refuse(
+                    st,
+                    Reject::Unavailable {
+                        retry_after: Some(1),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// A request whose holder at `failed` did not answer: dispatched again
+    /// once the view no longer names `failed` (at most one lease TTL; the
+    /// lease loop re-reads at once when a takeover is announced), else
+    /// refused with 503 + Retry-After.
+    async fn retry(&self, st: ServerTransaction, failed: &str) {
+        use crate::cluster::Place;
+        let Some((placement, layer)) = &self.cluster else {
+            return;
+        };
+        let uri = match st.request().method() {
+            Some(Method::Register) => st.request().to().map(|t| t.uri.clone()),
+            _ => st.request().request_uri().cloned(),
+        };
+        let aor = uri
+            .map(|u| crate::presence::aor_key(&u))
+            .unwrap_or_default();
+        for _ in 0..20 {
+            match placement.place(&aor) {
+                Place::At { sip, .. } if sip == failed => {}
+                Place::Nowhere => {}
+                Place::Here => return self.dispatch(st),
+                Place::At { sip, .. } => {
+                    if let Err(st) = crate::cluster::forward::forward(layer, st, &sip).await {
+                        refuse(
+                            st,
+                            Reject::Unavailable {
+                                retry_after: Some(1),
+                            },
+                        );
+                    }
+                    return;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        refuse(
+            st,
+            Reject::Unavailable {
+                retry_after: Some(1),
+            },
+        );
+    }
+
+    fn forwarded_by_peer(&self, placement: &crate::cluster::Placement, req: &Message) -> bool {
+        req.top_via().is_some_and(|v| {
+            placement.is_peer_sip(&format!(
+                "{}:{}",
+                v.host,
+                crate::sip::headers::sent_by_port(v)
+            ))
+        })
+    }
+
     /// RFC 3261 §22: requests for local presentities must be authenticated
     /// (unless they came in on a trusted listener); the user may publish or
     /// register only for its own AOR. `None`: answered here.
@@ -143,6 +248,9 @@ impl Router {
                     .request_uri()
                     .and_then(|u| u.host.as_ref())
                     .is_some_and(|h| self.gateway.is_cpim_domain(&h.canonical()));
+                let Some(st) = self.served_here(st) else {
+                    return;
+                };
                 let Some(st) = self.authenticate(st, &source) else {
                     return;
                 };
@@ -153,6 +261,9 @@ impl Router {
                 }
             }
             Some(Method::Register | Method::Publish) => {
+                let Some(st) = self.served_here(st) else {
+                    return;
+                };
                 if let Some(st) = self.authenticate(st, &source) {
                     self.presence.handle(st)
                 }

@@ -68,12 +68,12 @@ async fn open_backend(cfg: &Config) -> Result<Backend, StartError> {
             node: cfg.cluster.node.clone(),
             shards: cfg.cluster.shards,
             lease_ttl: Duration::from_secs(cfg.cluster.lease_ttl_s),
-            wanted: None,
+            members: cfg.cluster.members.clone(),
             sharder: crate::cluster::record_sharder(sharding),
         })?;
         tracing::info!(node = %cfg.cluster.node, shards = store.holdings().shards().len(),
             "store: PostgreSQL, leases taken");
-        return Ok(Backend::Postgres(store));
+        return Ok(Backend::Postgres(Arc::new(store)));
     }
     Ok(Backend::Sled(
         crate::recovery::open_store(
@@ -298,7 +298,34 @@ impl Server {
             .filter_map(|t| cfg.sip.listen.iter().position(|l| l == t))
             .filter_map(|i| transport.local_addrs().get(i).map(|(_, a)| *a))
             .collect();
+        let cluster = match &*store {
+            Backend::Postgres(pg) => {
+                // Where the other nodes forward to: this node's Via sent-by
+                // (its advertised host) and its HTTP listener.
+                let sip = transport
+                    .sent_by(Proto::Udp)
+                    .map(|(h, p)| format!("{h}:{p}"))
+                    .unwrap_or_default();
+                pg.holdings().advertise(crate::store::Peer {
+                    sip,
+                    http: http.to_string(),
+                });
+                crate::cluster::follow::follow(pg.clone(), presence.clone(), gateway.clone());
+                Some((
+                    crate::cluster::Placement {
+                        holdings: pg.holdings().clone(),
+                        sharding: crate::cluster::Sharding {
+                            shards: cfg.cluster.shards,
+                        },
+                        node: Arc::from(cfg.cluster.node.as_str()),
+                    },
+                    transactions.clone(),
+                ))
+            }
+            Backend::Sled(_) => None,
+        };
         let router = Router {
+            cluster,
             presence: presence.clone(),
             gateway: gateway.clone(),
             auth,

@@ -5,17 +5,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::{TempDir, Ua, pidf};
 
-struct Gateway {
-    child: Child,
-    udp: SocketAddr,
-    http: SocketAddr,
-}
+use support::process::GatewayProcess as Gateway;
 
 fn spawn(dir: &TempDir) -> Gateway {
     spawn_on(
@@ -26,45 +19,17 @@ fn spawn(dir: &TempDir) -> Gateway {
 
 /// The gateway with `store` as its `[store]` section.
 fn spawn_on(dir: &TempDir, store: &str) -> Gateway {
-    let cfg = dir.0.join("gateway.toml");
-    std::fs::write(
-        &cfg,
-        format!(
+    support::process::spawn(
+        dir,
+        "gateway",
+        &format!(
             "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\nroutes = []\n[cpim]\nlisten = \"127.0.0.1:0\"\n[presence]\nmin_expires = 1\ndefault_policy = \"allow\"\nnotify_min_interval_ms = 0\n[store]\n{store}\n"
         ),
     )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sip-cpim-gateway"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut udp, mut http) = (None, None);
-    while udp.is_none() || http.is_none() {
-        let line = lines.next().expect("gateway prints its listeners").unwrap();
-        if let Some(a) = line.strip_prefix("SIP listening: udp:") {
-            udp = Some(a.parse().unwrap());
-        } else if let Some(a) = line.strip_prefix("CPIM HTTP listening: ") {
-            http = Some(a.parse().unwrap());
-        }
-    }
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Gateway {
-        child,
-        udp: udp.unwrap(),
-        http: http.unwrap(),
-    }
 }
 
 fn kill9(g: &mut Gateway) {
-    // SIGKILL: no graceful shutdown, no final flush.
-    g.child.kill().unwrap();
-    g.child.wait().unwrap();
+    g.kill9();
 }
 
 const EV: &str = "Event: presence\r\n";

@@ -21,17 +21,35 @@ pub struct Sharding {
 }
 
 impl Sharding {
-    /// The shard of the presentity `aor` (its AOR key, `sip:user@host`).
+    /// The shard of the presentity `aor`: its AOR key (`sip:user@host`) or
+    /// its CPIM URI (`pres:user@host`), the same shard either way: the
+    /// scheme is left out and the rest lower-cased, so a presentity and the
+    /// gatewayed dialogs about it (which name it as the other side does)
+    /// land together.
     pub fn of(&self, aor: &str) -> u32 {
-        (fnv1a(aor.as_bytes()) % u64::from(self.shards.max(1))) as u32
+        let rest = match aor.split_once(':') {
+            Some((scheme, rest)) if matches!(scheme, "sip" | "sips" | "pres" | "im" | "xmpp") => {
+                rest
+            }
+            _ => aor,
+        };
+        let mut h: u64 = FNV_OFFSET;
+        for b in rest.bytes() {
+            h ^= u64::from(b.to_ascii_lowercase());
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+        (h % u64::from(self.shards.max(1))) as u32
     }
 }
 
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
+
 fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut h: u64 = FNV_OFFSET;
     for b in bytes {
         h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h = h.wrapping_mul(FNV_PRIME);
     }
     h
 }
@@ -86,6 +104,15 @@ mod tests {
         let s = Sharding { shards: 64 };
         assert_eq!(s.of("sip:alice@example.com"), s.of("sip:alice@example.com"));
         assert!(s.of("sip:bob@example.com") < 64);
+        // A SIP presentity and the CPIM name of it share a shard.
+        assert_eq!(
+            s.of("sip:alice@example.com"),
+            s.of("pres:alice@Example.COM")
+        );
+        assert_eq!(
+            s.of("sip:alice@example.com"),
+            (fnv1a(b"alice@example.com") % 64) as u32
+        );
     }
 
     #[test]

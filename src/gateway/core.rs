@@ -155,6 +155,14 @@ impl GatewayCore {
         self.dialogs.insert(rec.id.clone(), Entry::idle(rec));
     }
 
+    /// Takes over a dialog another node held (issue 18): restored as at a
+    /// start, unless this core holds it already.
+    pub fn adopt(&mut self, rec: GatewayDialog) {
+        if self.dialogs.get_mut(&rec.id).is_none() {
+            self.restore(rec);
+        }
+    }
+
     /// When the next timer is due (UNIX ms).
     pub fn next_timer(&self) -> Option<i64> {
         self.timers.peek().map(|Reverse((at, _))| *at)

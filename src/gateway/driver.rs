@@ -49,6 +49,8 @@ pub(super) enum Cmd {
         ok: bool,
     },
     Undo(Undo),
+    /// Dialogs of shards this node took over (issue 18).
+    Adopt(Vec<crate::gateway::records::GatewayDialog>),
     /// A read-only look for the admin views and metrics (`admin.rs`).
     Inspect(Box<dyn FnOnce(&mut GatewayCore) + Send>),
 }
@@ -207,6 +209,17 @@ impl Driver {
             Cmd::Undo(u) => self.core.handle(Event::Undo(u), now),
             Cmd::Inspect(f) => {
                 f(&mut self.core);
+                return;
+            }
+            Cmd::Adopt(recs) => {
+                tracing::info!(dialogs = recs.len(), "gateway dialogs taken over");
+                for rec in recs {
+                    self.core.adopt(rec);
+                }
+                for ev in self.core.take_dialog_events() {
+                    self.table
+                        .apply(crate::dialog_table::DialogOwner::Gateway, &ev);
+                }
                 return;
             }
         };

@@ -105,6 +105,13 @@ impl Gateway {
         Ok(Gateway { tx, settings })
     }
 
+    /// Takes over the gatewayed dialogs of shards this node now holds
+    /// (issue 18): their timers re-armed from the records, CSeqs continued
+    /// from them.
+    pub fn adopt(&self, recs: Vec<GatewayDialog>) {
+        let _ = self.tx.send(Cmd::Adopt(recs));
+    }
+
     /// The Request-URI host is a CPIM domain (seed §7.1 applies).
     pub fn is_cpim_domain(&self, host: &str) -> bool {
         self.settings

@@ -20,6 +20,11 @@ pub(crate) enum Command {
         outcome: NotifyOutcome,
     },
     Reload(String),
+    /// The shards this node holds changed (issue 18): serve exactly the
+    /// records of those it holds now, and NOTIFY every subscription taken
+    /// over, so its watcher learns this node's Contact (RFC 6665
+    /// §4.1.2.1: the NOTIFY's Contact is the new remote target).
+    Shards,
     /// A read-only look for the admin views and metrics (`admin.rs`).
     Inspect(Box<dyn FnOnce(&mut Agent) + Send>),
     CpimSubscribe {
@@ -109,6 +114,33 @@ impl Agent {
                 if let Err(e) = self.load() {
                     tracing::error!(error = %e, "reload failed");
                 }
+            }
+            Command::Shards => {
+                let before: std::collections::HashSet<std::sync::Arc<str>> =
+                    self.subs.keys().cloned().collect();
+                if let Err(e) = self.load() {
+                    tracing::error!(error = %e, "loading the shards held failed");
+                    return;
+                }
+                let adopted: Vec<std::sync::Arc<str>> = self
+                    .subs
+                    .keys()
+                    .filter(|id| !before.contains(*id))
+                    .cloned()
+                    .collect();
+                tracing::info!(
+                    adopted = adopted.len(),
+                    dropped = before
+                        .iter()
+                        .filter(|id| !self.subs.contains_key(*id))
+                        .count(),
+                    "presence state follows the shards held"
+                );
+                let mut fx = Effects::default();
+                for id in adopted {
+                    self.notify_or_defer(&id, &mut fx);
+                }
+                self.run_effects(None, fx);
             }
             Command::CpimSubscribe {
                 watcher,

@@ -199,6 +199,12 @@ impl PresenceAgent {
     }
 
     /// Hands a REGISTER, PUBLISH or SUBSCRIBE to the agent.
+    /// The shards this node holds changed: reload what it serves from the
+    /// store (issue 18, `Command::Shards`).
+    pub fn shards_changed(&self) {
+        let _ = self.tx.send(Command::Shards);
+    }
+
     pub fn handle(&self, st: ServerTransaction) {
         if let Err(mpsc::error::SendError(Command::Request(st))) =
             self.tx.send(Command::Request(Box::new(st)))

@@ -21,7 +21,7 @@ mod sled;
 
 pub use self::manifest::{FORMAT, MANIFEST};
 pub use self::mem::MemStore;
-pub use self::postgres::{Holdings, PgOptions, PgStore, Sharder};
+pub use self::postgres::{Holdings, Peer, PgOptions, PgStore, Sharder};
 pub use self::sled::SledStore;
 
 use std::future::Future;
@@ -250,7 +250,7 @@ pub trait Store: Send + Sync + 'static {
 /// sled store, or PostgreSQL (issue 18).
 pub enum Backend {
     Sled(SledStore),
-    Postgres(PgStore),
+    Postgres(std::sync::Arc<PgStore>),
 }
 
 impl Backend {

@@ -4,6 +4,7 @@
 
 pub mod adapter;
 pub mod postgres;
+pub mod process;
 
 use bytes::Bytes;
 use sip_cpim_gateway::sip::{Limits, Message, Method, StreamParser, parse_datagram};
@@ -340,12 +341,24 @@ impl Ua {
         }
     }
 
+    /// Answers `req` where RFC 3261 §18.2.2 says: its top Via's sent-by
+    /// (in a cluster a NOTIFY may come from another node than the one this
+    /// UA sends to), else the server.
     pub async fn answer(&self, req: &Message, code: u16) {
         let resp = Message::response_to(req, code, "");
-        self.sock
-            .send_to(&resp.to_bytes(), self.server)
-            .await
-            .unwrap();
+        let to = req
+            .top_via()
+            .and_then(|v| {
+                format!(
+                    "{}:{}",
+                    v.host,
+                    sip_cpim_gateway::sip::headers::sent_by_port(v)
+                )
+                .parse::<SocketAddr>()
+                .ok()
+            })
+            .unwrap_or(self.server);
+        self.sock.send_to(&resp.to_bytes(), to).await.unwrap();
     }
 }
 

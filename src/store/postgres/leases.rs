@@ -1,18 +1,58 @@
 //! The leases: which shards this node holds, at which epoch (the fence
-//! every write is checked against), how they are taken and kept.
+//! every write is checked against), how they are taken, kept, handed back
+//! and taken over.
+//!
+//! With `[cluster] members` (several nodes), shard `s` prefers
+//! `members[s mod N]` and falls back along the list from there, so a dead
+//! node's shards spread over the survivors. A node takes a shard when no
+//! live lease holds it and it is the first live member in the shard's
+//! order; it hands a shard back when the shard's preferred member is live
+//! again. Liveness is a heartbeat row per node (`sipgw_nodes`). Every
+//! decision reads the tables; `LISTEN sipgw_leases` only wakes the loop
+//! early (a lost notification delays a takeover by one tick, never loses
+//! it).
 
 use super::{PgOptions, io, pg};
 use crate::store::StoreError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 use tokio_postgres::Client;
 
 /// The shards this node holds and the epoch it holds each at: the fence
 /// every write is checked against.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Holdings {
     held: RwLock<HashMap<u32, i64>>,
+    /// The live holder of each shard as last read (this node included).
+    owners: RwLock<Vec<Option<Arc<str>>>>,
+    /// Bumped whenever `held` changes: the agents load or drop shards.
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Where each live node takes SIP and HTTP, as they advertise in their
+    /// heartbeat; this node's own under its name.
+    peers: RwLock<HashMap<Arc<str>, Peer>>,
+    /// What this node advertises.
+    me: RwLock<Peer>,
+}
+
+/// Where a node serves: `host:port` of its SIP (UDP) and HTTP listeners.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    pub sip: String,
+    pub http: String,
+}
+
+impl Default for Holdings {
+    fn default() -> Self {
+        Holdings {
+            held: RwLock::default(),
+            owners: RwLock::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+            peers: RwLock::default(),
+            me: RwLock::default(),
+        }
+    }
 }
 
 impl Holdings {
@@ -38,6 +78,51 @@ impl Holdings {
         v
     }
 
+    /// The node holding `shard` by the lease table as last read, if its
+    /// lease is live.
+    pub fn owner(&self, shard: u32) -> Option<Arc<str>> {
+        self.owners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(shard as usize)
+            .cloned()
+            .flatten()
+    }
+
+    /// Where the live node `name` serves, as last read.
+    pub fn peer(&self, name: &str) -> Option<Peer> {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The SIP addresses of the live nodes, as last read.
+    pub fn peer_sips(&self) -> Vec<String> {
+        self.peers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|p| p.sip.clone())
+            .collect()
+    }
+
+    /// What this node advertises in its heartbeat (set once its listeners
+    /// are bound).
+    pub fn advertise(&self, me: Peer) {
+        *self.me.write().unwrap_or_else(|p| p.into_inner()) = me;
+    }
+
+    /// Wakes when the held shards change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|g| *g += 1);
+    }
+
     pub(super) fn set(&self, shard: u32, epoch: i64) {
         self.held
             .write()
@@ -46,9 +131,14 @@ impl Holdings {
     }
 
     pub(super) fn drop_shards(&self, lost: &[u32]) {
-        let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
-        for s in lost {
-            held.remove(s);
+        {
+            let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
+            for s in lost {
+                held.remove(s);
+            }
+        }
+        if !lost.is_empty() {
+            self.bump();
         }
     }
 
@@ -58,18 +148,41 @@ impl Holdings {
     }
 }
 
-/// Takes the leases of the wanted shards that are free, expired or this
-/// node's own (a restart: the epoch rises, fencing the previous run).
-pub(super) async fn acquire(
+/// Creates the heartbeat table (the records' schema is `SCHEMA`).
+pub(super) const NODES_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sipgw_nodes (
+    name text PRIMARY KEY,
+    sip text NOT NULL DEFAULT '',
+    http text NOT NULL DEFAULT '',
+    alive_until timestamptz NOT NULL
+);
+";
+
+/// The wake-up channel: sent on every take and give-back.
+const CHANNEL: &str = "sipgw_leases";
+
+fn ttl_s(opts: &PgOptions) -> f64 {
+    opts.lease_ttl.as_secs_f64()
+}
+
+/// The order in which members take shard `s`: its preferred member first.
+fn order(members: &[String], shard: u32) -> impl Iterator<Item = &str> {
+    let n = members.len().max(1);
+    let start = shard as usize % n;
+    (0..members.len()).map(move |i| members[(start + i) % n].as_str())
+}
+
+/// Takes `shards` where free, expired or this node's own (a restart: the
+/// epoch rises, fencing the previous run). Returns those taken.
+async fn take(
     c: &Client,
     opts: &PgOptions,
     holdings: &Holdings,
-) -> Result<(), StoreError> {
-    let wanted: Vec<i32> = match &opts.wanted {
-        Some(w) => w.iter().map(|s| *s as i32).collect(),
-        None => (0..opts.shards as i32).collect(),
-    };
-    let ttl = opts.lease_ttl.as_secs_f64();
+    shards: &[i32],
+) -> Result<Vec<u32>, StoreError> {
+    if shards.is_empty() {
+        return Ok(Vec::new());
+    }
     let rows = c
         .query(
             "INSERT INTO sipgw_leases (shard, holder, epoch, expires_at)
@@ -79,14 +192,77 @@ pub(super) async fn acquire(
                     expires_at = EXCLUDED.expires_at
                 WHERE sipgw_leases.expires_at < now() OR sipgw_leases.holder = $2
              RETURNING shard, epoch",
-            &[&wanted, &opts.node, &ttl],
+            &[&shards, &opts.node, &ttl_s(opts)],
         )
         .await
         .map_err(pg)?;
+    let mut taken = Vec::with_capacity(rows.len());
     for r in &rows {
-        holdings.set(r.get::<_, i32>(0) as u32, r.get(1));
+        let s = r.get::<_, i32>(0) as u32;
+        holdings.set(s, r.get(1));
+        taken.push(s);
     }
-    if rows.len() < wanted.len() {
+    if !taken.is_empty() {
+        holdings.bump();
+        let _ = c.execute(&format!("NOTIFY {CHANNEL}"), &[]).await;
+    }
+    Ok(taken)
+}
+
+/// Expires this node's leases on `shards` now (epochs kept: the next
+/// holder's take raises them) and stops writing them.
+pub(super) async fn give_back(c: &Client, opts: &PgOptions, holdings: &Holdings, shards: &[u32]) {
+    let epochs: Vec<i64> = shards.iter().filter_map(|s| holdings.epoch(*s)).collect();
+    let ids: Vec<i32> = shards.iter().map(|s| *s as i32).collect();
+    // First stop writing, then release: a commit racing the release is
+    // refused here rather than by the database.
+    holdings.drop_shards(shards);
+    let r = c
+        .execute(
+            "UPDATE sipgw_leases l SET expires_at = now() - interval '1 second'
+             FROM unnest($1::int4[], $2::int8[]) AS h(shard, epoch)
+             WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.holder = $3",
+            &[&ids, &epochs, &opts.node],
+        )
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %pg(e), "giving leases back failed; they expire by themselves");
+    }
+    let _ = c.execute(&format!("NOTIFY {CHANNEL}"), &[]).await;
+}
+
+/// This node is gone (clean stop): heartbeat ended, every lease given back.
+pub(super) async fn leave(c: &Client, opts: &PgOptions, holdings: &Holdings) {
+    let held = holdings.shards();
+    give_back(c, opts, holdings, &held).await;
+    let _ = c
+        .execute(
+            "UPDATE sipgw_nodes SET alive_until = now() - interval '1 second' WHERE name = $1",
+            &[&opts.node],
+        )
+        .await;
+}
+
+/// The first round at open. One node (`members` empty) takes every shard
+/// or refuses to start; a member takes what [`round`] gives it.
+pub(super) async fn acquire(
+    c: &Client,
+    opts: &PgOptions,
+    holdings: &Holdings,
+) -> Result<(), StoreError> {
+    c.batch_execute(NODES_SCHEMA).await.map_err(pg)?;
+    if !opts.members.is_empty() {
+        if !opts.members.contains(&opts.node) {
+            return Err(io(format!(
+                "[cluster] node {:?} is not in [cluster] members {:?}",
+                opts.node, opts.members
+            )));
+        }
+        return round(c, opts, holdings, Instant::now()).await;
+    }
+    let wanted: Vec<i32> = (0..opts.shards as i32).collect();
+    let taken = take(c, opts, holdings, &wanted).await?;
+    if taken.len() < wanted.len() {
         let others = c
             .query(
                 "SELECT holder, count(*), max(expires_at)::text FROM sipgw_leases
@@ -106,21 +282,150 @@ pub(super) async fn acquire(
                 )
             })
             .collect();
-        if opts.wanted.is_none() {
-            // One node serves everything: half a store is no store.
-            return Err(io(format!(
-                "shards held by another gateway: {}; is another gateway running on this database?",
-                who.join(", ")
-            )));
-        }
-        tracing::warn!(held_elsewhere = %who.join(", "), "some shards are held by other nodes");
+        // One node serves everything: half a store is no store.
+        return Err(io(format!(
+            "shards held by another gateway: {}; is another gateway running on this database?",
+            who.join(", ")
+        )));
     }
     Ok(())
 }
 
-/// Renews the held leases every third of their life; drops (and reports)
-/// any that could not be renewed, and marks the store unhealthy while the
-/// database cannot be reached.
+/// One round of a member: heartbeat, renewal, the owners view, takeover of
+/// shards no live lease holds, hand-back of shards whose preferred member
+/// is live again.
+async fn round(
+    c: &Client,
+    opts: &PgOptions,
+    holdings: &Holdings,
+    started: Instant,
+) -> Result<(), StoreError> {
+    let ttl = ttl_s(opts);
+    let me = holdings
+        .me
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    c.execute(
+        "INSERT INTO sipgw_nodes (name, sip, http, alive_until)
+         VALUES ($1, $3, $4, now() + make_interval(secs => $2))
+         ON CONFLICT (name) DO UPDATE
+            SET alive_until = EXCLUDED.alive_until, sip = EXCLUDED.sip, http = EXCLUDED.http",
+        &[&opts.node, &ttl, &me.sip, &me.http],
+    )
+    .await
+    .map_err(pg)?;
+    renew_held(c, opts, holdings).await?;
+    if opts.members.is_empty() {
+        return Ok(());
+    }
+    let mut peers = HashMap::new();
+    for r in c
+        .query(
+            "SELECT name, sip, http FROM sipgw_nodes WHERE alive_until > now()",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+    {
+        peers.insert(
+            Arc::<str>::from(r.get::<_, &str>(0)),
+            Peer {
+                sip: r.get(1),
+                http: r.get(2),
+            },
+        );
+    }
+    let live: std::collections::HashSet<String> = peers.keys().map(|k| k.to_string()).collect();
+    *holdings.peers.write().unwrap_or_else(|p| p.into_inner()) = peers;
+    let rows = c
+        .query(
+            "SELECT shard, holder, expires_at > now() FROM sipgw_leases WHERE shard < $1",
+            &[&(opts.shards as i32)],
+        )
+        .await
+        .map_err(pg)?;
+    let mut owners: Vec<Option<Arc<str>>> = vec![None; opts.shards as usize];
+    let mut lapsed = vec![false; opts.shards as usize];
+    for r in &rows {
+        let s = r.get::<_, i32>(0) as usize;
+        if r.get::<_, bool>(2) {
+            owners[s] = Some(Arc::from(r.get::<_, &str>(1)));
+        } else {
+            lapsed[s] = true;
+        }
+    }
+    *holdings.owners.write().unwrap_or_else(|p| p.into_inner()) = owners.clone();
+    let me = opts.node.as_str();
+    let is_live = |n: &str| n == me || live.contains(n);
+    // A shard nobody ever held waits for its preferred member while this
+    // node is new (they may be starting together); a lapsed one does not.
+    let patient = started.elapsed() < opts.lease_ttl * 2;
+    let mut want = Vec::new();
+    let mut hand_back = Vec::new();
+    for s in 0..opts.shards {
+        let preferred = order(&opts.members, s).next().unwrap_or(me);
+        match &owners[s as usize] {
+            Some(o) if &**o == me => {
+                if preferred != me && live.contains(preferred) {
+                    hand_back.push(s);
+                }
+            }
+            Some(_) => {}
+            None => {
+                let first = order(&opts.members, s).find(|n| is_live(n));
+                if first == Some(me) && (preferred == me || lapsed[s as usize] || !patient) {
+                    want.push(s as i32);
+                }
+            }
+        }
+    }
+    if !hand_back.is_empty() {
+        tracing::info!(shards = ?hand_back, "handing shards back to their preferred node");
+        give_back(c, opts, holdings, &hand_back).await;
+    }
+    let taken = take(c, opts, holdings, &want).await?;
+    if !taken.is_empty() {
+        tracing::warn!(shards = ?taken, node = %me, "took over shards");
+        let mut owners = holdings.owners.write().unwrap_or_else(|p| p.into_inner());
+        for s in taken {
+            owners[s as usize] = Some(Arc::from(me));
+        }
+    }
+    Ok(())
+}
+
+/// Renews the held leases; drops (and reports) any that were lost.
+async fn renew_held(c: &Client, opts: &PgOptions, holdings: &Holdings) -> Result<(), StoreError> {
+    let (shards, epochs) = holdings.snapshot();
+    let rows = c
+        .query(
+            "UPDATE sipgw_leases l SET expires_at = now() + make_interval(secs => $4)
+             FROM unnest($1::int4[], $2::int8[]) AS h(shard, epoch)
+             WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.holder = $3
+               AND l.expires_at >= now()
+             RETURNING l.shard",
+            &[&shards, &epochs, &opts.node, &ttl_s(opts)],
+        )
+        .await
+        .map_err(pg)?;
+    let kept: std::collections::HashSet<i32> = rows.iter().map(|r| r.get(0)).collect();
+    let lost: Vec<u32> = shards
+        .iter()
+        .filter(|s| !kept.contains(s))
+        .map(|s| *s as u32)
+        .collect();
+    if !lost.is_empty() {
+        tracing::error!(shards = ?lost, node = %opts.node,
+            "leases lost (expired or taken by another node): no longer writing them");
+        holdings.drop_shards(&lost);
+    }
+    Ok(())
+}
+
+/// Runs a round every third of the lease TTL, or at once when another node
+/// takes or gives back (`LISTEN`); marks the store unhealthy while the
+/// database cannot be reached, and keeps its size measured.
 pub(super) async fn renew(
     c: Client,
     opts: PgOptions,
@@ -128,40 +433,25 @@ pub(super) async fn renew(
     healthy: Arc<AtomicBool>,
     size: Arc<AtomicU64>,
 ) {
+    let started = Instant::now();
+    let wake = Arc::new(tokio::sync::Notify::new());
+    if !opts.members.is_empty() {
+        tokio::spawn(listen(opts.url.clone(), wake.clone()));
+    }
     let period = opts.lease_ttl / 3;
     let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        tick.tick().await;
-        let (shards, epochs) = holdings.snapshot();
-        let ttl = opts.lease_ttl.as_secs_f64();
-        let renewed = c
-            .query(
-                "UPDATE sipgw_leases l SET expires_at = now() + make_interval(secs => $4)
-                 FROM unnest($1::int4[], $2::int8[]) AS h(shard, epoch)
-                 WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.holder = $3
-                   AND l.expires_at >= now()
-                 RETURNING l.shard",
-                &[&shards, &epochs, &opts.node, &ttl],
-            )
-            .await;
-        match renewed {
-            Ok(rows) => {
-                let kept: std::collections::HashSet<i32> = rows.iter().map(|r| r.get(0)).collect();
-                let lost: Vec<u32> = shards
-                    .iter()
-                    .filter(|s| !kept.contains(s))
-                    .map(|s| *s as u32)
-                    .collect();
-                if !lost.is_empty() {
-                    tracing::error!(shards = ?lost, node = %opts.node,
-                        "leases lost (expired or taken by another node): no longer writing them");
-                    holdings.drop_shards(&lost);
-                }
-                healthy.store(true, Ordering::Release);
-            }
+        tokio::select! {
+            _ = tick.tick() => {}
+            // Not at once: the node that sent it is still committing.
+            _ = wake.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+        match round(&c, &opts, &holdings, started).await {
+            Ok(()) => healthy.store(true, Ordering::Release),
             Err(e) => {
-                tracing::error!(error = %pg(e), "lease renewal failed");
+                tracing::error!(error = %e, "lease round failed");
                 healthy.store(false, Ordering::Release);
             }
         }
@@ -171,5 +461,34 @@ pub(super) async fn renew(
         {
             size.store(row.get::<_, i64>(0) as u64, Ordering::Relaxed);
         }
+    }
+}
+
+/// `LISTEN sipgw_leases` on a connection of its own, reconnecting; each
+/// notification wakes the lease loop.
+async fn listen(url: String, wake: Arc<tokio::sync::Notify>) {
+    use futures_util::StreamExt;
+    loop {
+        if let Ok((client, mut conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            let w = wake.clone();
+            let driver = tokio::spawn(async move {
+                let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+                while let Some(Ok(m)) = messages.next().await {
+                    if let tokio_postgres::AsyncMessage::Notification(_) = m {
+                        w.notify_one();
+                    }
+                }
+            });
+            if client
+                .batch_execute(&format!("LISTEN {CHANNEL}"))
+                .await
+                .is_ok()
+            {
+                let _ = driver.await;
+            } else {
+                driver.abort();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -27,8 +27,8 @@ mod commit;
 mod leases;
 
 use self::commit::committer;
-pub use self::leases::Holdings;
-use self::leases::{acquire, renew};
+pub use self::leases::{Holdings, Peer};
+use self::leases::{acquire, leave, renew};
 use super::{Batch, CommitFuture, Store, StoreError, Tree, Visitor};
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,8 +54,9 @@ pub struct PgOptions {
     pub shards: u32,
     /// How long a lease lasts without renewal (renewed every third of it).
     pub lease_ttl: Duration,
-    /// Which shards to take at open: `None` all of them (one node).
-    pub wanted: Option<Vec<u32>>,
+    /// The nodes of the cluster, in the same order on every node
+    /// (`[cluster] members`); empty: this node alone takes every shard.
+    pub members: Vec<String>,
     pub sharder: Sharder,
 }
 
@@ -395,23 +396,14 @@ async fn run(
             Job::Visit { tree, shards, out } => visit(&reader, tree, shards, out).await,
             Job::Close { done } => {
                 renewal.abort();
-                // The committer ends when every sender is gone; the store
-                // object still holds one, so wait only for what is queued.
+                // Commits still queued fail with `Closed` (the server has
+                // drained its transactions before it closes the store).
                 committer.abort();
-                let (shards, epochs) = holdings.snapshot();
-                // Give the leases back: expired now, epochs kept (the next
-                // holder's acquisition raises them).
                 if let Ok(c) = connect(&opts.url).await {
-                    let _ = c
-                        .execute(
-                            "UPDATE sipgw_leases l SET expires_at = now() - interval '1 second'
-                             FROM unnest($1::int4[], $2::int8[]) AS h(shard, epoch)
-                             WHERE l.shard = h.shard AND l.epoch = h.epoch AND l.holder = $3",
-                            &[&shards, &epochs, &opts.node],
-                        )
-                        .await;
+                    leave(&c, &opts, &holdings).await;
+                } else {
+                    holdings.drop_shards(&holdings.shards());
                 }
-                holdings.drop_shards(&shards.iter().map(|s| *s as u32).collect::<Vec<_>>());
                 let _ = done.send(());
                 return;
             }

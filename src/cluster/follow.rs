@@ -1,0 +1,48 @@
+//! The agents follow the shards this node holds: on a takeover they load
+//! the shards taken, on a hand-back or a lost lease they drop them.
+
+use crate::gateway::Gateway;
+use crate::gateway::records::GatewayDialog;
+use crate::presence::PresenceAgent;
+use crate::store::{PgStore, Tree, codec};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Watches `store`'s holdings until it closes.
+pub fn follow(store: Arc<PgStore>, presence: PresenceAgent, gateway: Gateway) {
+    let mut changes = store.holdings().subscribe();
+    let mut held: BTreeSet<u32> = store.holdings().shards().into_iter().collect();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let now: BTreeSet<u32> = store.holdings().shards().into_iter().collect();
+            let taken: Vec<u32> = now.difference(&held).copied().collect();
+            let dropped = held.difference(&now).count();
+            held = now;
+            if taken.is_empty() && dropped == 0 {
+                continue;
+            }
+            tracing::info!(taken = ?taken, dropped, "shards held changed");
+            presence.shards_changed();
+            if taken.is_empty() {
+                continue;
+            }
+            let s = store.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                let mut recs = Vec::new();
+                s.visit_in(Tree::Dialogs, &taken, &mut |_, v| {
+                    recs.push(codec::decode::<GatewayDialog>(Tree::Dialogs, v)?);
+                    Ok(())
+                })
+                .map(|()| recs)
+            })
+            .await;
+            match loaded {
+                Ok(Ok(recs)) => gateway.adopt(recs),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "loading the dialogs of shards taken failed")
+                }
+                Err(e) => tracing::error!(error = %e, "loading the dialogs of shards taken failed"),
+            }
+        }
+    });
+}

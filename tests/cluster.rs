@@ -1,0 +1,244 @@
+//! Three gateway processes on one PostgreSQL (issue 18): a watcher that
+//! subscribes through node B sees a PUBLISH made through node C, served by
+//! the node holding the presentity's shard (A); A is killed with SIGKILL;
+//! within the lease time a survivor takes the shard over and NOTIFYs the
+//! watcher in the same dialog with the next CSeq and its own Contact; the
+//! publication survives (refreshable by its ETag) and later PUBLISHes
+//! reach the watcher. No NOTIFY CSeq is ever seen twice.
+
+mod support;
+
+use sip_cpim_gateway::cluster::Sharding;
+use sip_cpim_gateway::sip::Message;
+use std::collections::HashMap;
+use std::time::Duration;
+use support::postgres::PgServer;
+use support::process::{GatewayProcess, spawn};
+use support::{TempDir, Ua, pidf};
+
+const SHARDS: u32 = 8;
+const TTL_S: u64 = 3;
+
+fn config(pg: &PgServer, node: &str) -> String {
+    format!(
+        "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\nroutes = []\n\
+         [cpim]\nlisten = \"127.0.0.1:0\"\n\
+         [presence]\nmin_expires = 1\ndefault_policy = \"allow\"\nnotify_min_interval_ms = 0\n\
+         [store]\nbackend = \"postgres\"\nurl = \"{}\"\n\
+         [cluster]\nnode = \"{node}\"\nmembers = [\"a\", \"b\", \"c\"]\nshards = {SHARDS}\nlease_ttl_s = {TTL_S}\n",
+        pg.url()
+    )
+}
+
+/// The live holder of each shard, once all are held and every node has
+/// advertised its address; `None` while the cluster is still settling.
+async fn holders(db: &tokio_postgres::Client) -> Option<HashMap<u32, String>> {
+    let rows = db
+        .query(
+            "SELECT l.shard, l.holder FROM sipgw_leases l JOIN sipgw_nodes n ON n.name = l.holder
+             WHERE l.expires_at > now() AND n.alive_until > now() AND n.sip <> ''",
+            &[],
+        )
+        .await
+        .ok()?;
+    let m: HashMap<u32, String> = rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, String>(1)))
+        .collect();
+    (m.len() == SHARDS as usize).then_some(m)
+}
+
+async fn settled(
+    db: &tokio_postgres::Client,
+    want: impl Fn(&HashMap<u32, String>) -> bool,
+) -> HashMap<u32, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(h) = holders(db).await {
+            if want(&h) {
+                return h;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cluster did not settle"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn publish(user: &str, call: &str, etag: Option<&str>, note: &str) -> String {
+    let if_match = etag
+        .map(|e| format!("SIP-If-Match: {e}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "PUBLISH sip:{user}@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:{user}@example.com>;tag=p\r\nTo: <sip:{user}@example.com>\r\nCall-ID: {call}\r\nCSeq: 1 PUBLISH\r\nExpires: 3600\r\n{if_match}Content-Type: application/pidf+xml\r\nEvent: presence\r\n\r\n{}",
+        pidf(
+            &format!("pres:{user}@example.com"),
+            "t1",
+            "open",
+            note,
+            "2026-12-06T10:00:00Z"
+        )
+    )
+}
+
+fn note_of(m: &Message) -> String {
+    let body = String::from_utf8_lossy(m.body());
+    body.split("<note>")
+        .nth(1)
+        .and_then(|r| r.split("</note>").next())
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn contact_port(m: &Message) -> u16 {
+    let c = m.contacts().unwrap();
+    let uri = match &c {
+        sip_cpim_gateway::sip::headers::Contacts::List(l) => l[0].uri.clone(),
+        other => panic!("{other:?}"),
+    };
+    uri.port.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_keeps_its_subscription_when_the_presentitys_node_dies() {
+    let Some(pg) = PgServer::start() else { return };
+    let dir = TempDir::new("cluster");
+    let mut nodes: HashMap<&str, GatewayProcess> = HashMap::new();
+    for n in ["a", "b", "c"] {
+        nodes.insert(n, spawn(&dir, n, &config(&pg, n)));
+    }
+    let (db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // Each member holds the shards it prefers (s mod 3).
+    let h = settled(&db, |h| {
+        h.iter()
+            .all(|(s, n)| *n == ["a", "b", "c"][*s as usize % 3])
+    })
+    .await;
+    // A presentity on a shard node a holds.
+    let sharding = Sharding { shards: SHARDS };
+    let user = (0..)
+        .map(|i| format!("user{i}"))
+        .find(|u| h[&sharding.of(&format!("sip:{u}@example.com"))] == "a")
+        .unwrap();
+    let shard = sharding.of(&format!("sip:{user}@example.com"));
+
+    // The watcher talks to b, the publisher to c.
+    let watcher = Ua::new(nodes["b"].udp).await;
+    let publisher = Ua::new(nodes["c"].udp).await;
+    let mut seen_cseqs = Vec::new();
+    let mut n = Vec::new();
+
+    let r = publisher
+        .request(&publish(&user, "pub1", None, "first"), &mut n)
+        .await;
+    assert_eq!(r.status(), Some(200), "{r:?}");
+    let etag = r.sip_etag().unwrap().unwrap().to_string();
+
+    let sub = format!(
+        "SUBSCRIBE sip:{user}@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:watcher@example.com>;tag=w\r\nTo: <sip:{user}@example.com>\r\nCall-ID: cluster-sub\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:watcher@{{me}}>\r\nExpires: 3600\r\nEvent: presence\r\n\r\n"
+    );
+    let mut notifies = Vec::new();
+    let ok = watcher.request(&sub, &mut notifies).await;
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    // Served by a (its Contact), answered through b.
+    assert_eq!(contact_port(&ok), nodes["a"].udp.port());
+    let first = watcher.triggered_notify(&mut notifies).await;
+    assert_eq!(note_of(&first), "first");
+    seen_cseqs.push(first.cseq().unwrap().seq);
+    let to_tag = ok.to().unwrap().tag().unwrap().to_owned();
+
+    // A PUBLISH through c reaches the watcher that subscribed through b.
+    let r = publisher
+        .request(&publish(&user, "pub1", Some(&etag), "second"), &mut n)
+        .await;
+    assert_eq!(r.status(), Some(200));
+    let etag = r.sip_etag().unwrap().unwrap().to_string();
+    let second = watcher
+        .notify(Duration::from_secs(5), 200)
+        .await
+        .expect("NOTIFY of the PUBLISH via c");
+    assert_eq!(note_of(&second), "second");
+    assert!(second.cseq().unwrap().seq > seen_cseqs[0]);
+    seen_cseqs.push(second.cseq().unwrap().seq);
+
+    // a dies without giving anything back.
+    nodes.get_mut("a").unwrap().kill9();
+    let killed = tokio::time::Instant::now();
+    // The survivor next in the shard's order takes it within the lease
+    // time (plus one renewal period) and NOTIFYs the watcher: same dialog,
+    // next CSeq, the survivor's Contact.
+    let taken_over = watcher
+        .notify(Duration::from_secs(TTL_S * 3), 200)
+        .await
+        .expect("the survivor's NOTIFY after the takeover");
+    let waited = killed.elapsed();
+    assert!(
+        waited <= Duration::from_secs(TTL_S + TTL_S / 3 + 3),
+        "{waited:?}"
+    );
+    assert_eq!(taken_over.call_id(), Some("cluster-sub"));
+    assert_eq!(taken_over.from().unwrap().tag(), Some(to_tag.as_str()));
+    assert_eq!(taken_over.to().unwrap().tag(), Some("w"));
+    assert!(
+        taken_over.cseq().unwrap().seq > seen_cseqs[1],
+        "CSeq continues"
+    );
+    assert_eq!(note_of(&taken_over), "second", "the state survived");
+    let h = settled(&db, |h| h[&shard] != "a").await;
+    let survivor = h[&shard].clone();
+    assert_eq!(
+        contact_port(&taken_over),
+        nodes[survivor.as_str()].udp.port()
+    );
+    seen_cseqs.push(taken_over.cseq().unwrap().seq);
+
+    // The publication survived: refreshed by its ETag, through c.
+    let r = publisher
+        .request(&publish(&user, "pub1", Some(&etag), "third"), &mut n)
+        .await;
+    assert_eq!(
+        r.status(),
+        Some(200),
+        "the ETag survived the failover: {r:?}"
+    );
+    let third = watcher
+        .notify(Duration::from_secs(5), 200)
+        .await
+        .expect("NOTIFY after failover");
+    assert_eq!(note_of(&third), "third");
+    seen_cseqs.push(third.cseq().unwrap().seq);
+
+    // The watcher refreshes at its new remote target (the survivor).
+    let refresher = Ua {
+        server: nodes[survivor.as_str()].udp,
+        ..watcher
+    };
+    let refresh = format!(
+        "SUBSCRIBE sip:{user}@example.com SIP/2.0\r\nVia: {{via}}\r\nMax-Forwards: 70\r\nFrom: <sip:watcher@example.com>;tag=w\r\nTo: <sip:{user}@example.com>;tag={to_tag}\r\nCall-ID: cluster-sub\r\nCSeq: 2 SUBSCRIBE\r\nContact: <sip:watcher@{{me}}>\r\nExpires: 3600\r\nEvent: presence\r\n\r\n"
+    );
+    let mut notifies = Vec::new();
+    let ok = refresher.request(&refresh, &mut notifies).await;
+    assert_eq!(ok.status(), Some(200), "{ok:?}");
+    let fourth = refresher.triggered_notify(&mut notifies).await;
+    seen_cseqs.push(fourth.cseq().unwrap().seq);
+
+    // Nothing else arrives (no second node NOTIFYing the same change).
+    assert!(
+        refresher
+            .notify(Duration::from_millis(1500), 200)
+            .await
+            .is_none()
+    );
+    let mut sorted = seen_cseqs.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted, seen_cseqs,
+        "NOTIFY CSeqs strictly increasing, none twice"
+    );
+}
