@@ -644,6 +644,12 @@ impl Config {
                 format!("must list this node ({:?})", self.cluster.node),
             );
         }
+        if self.cluster.members.len() as u64 > crate::delivery::SEQ_LANES {
+            bad(
+                "cluster.members",
+                format!("at most {} nodes", crate::delivery::SEQ_LANES),
+            );
+        }
         if !(1..=65536).contains(&self.cluster.shards) {
             bad("cluster.shards", "must be between 1 and 65536".into());
         }

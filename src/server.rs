@@ -245,6 +245,16 @@ impl Server {
             presence.clone(),
             dialogs.clone(),
         )?;
+        let placement = match &*store {
+            Backend::Postgres(pg) => Some(crate::cluster::Placement {
+                holdings: pg.holdings().clone(),
+                sharding: crate::cluster::Sharding {
+                    shards: cfg.cluster.shards,
+                },
+                node: Arc::from(cfg.cluster.node.as_str()),
+            }),
+            Backend::Sled(_) => None,
+        };
         let listener = tokio::net::TcpListener::bind(&cfg.cpim.listen).await?;
         let http = listener.local_addr()?;
         let ops = Arc::new(crate::http::Ops {
@@ -259,6 +269,17 @@ impl Server {
             token: (!cfg.cpim.token.is_empty()).then(|| Arc::from(cfg.cpim.token.as_str())),
             local_domains: cfg.sip.local_domains.clone().into(),
             ops: ops.clone(),
+            cluster: placement
+                .clone()
+                .map(|placement| crate::http::forward::ClusterHttp {
+                    placement,
+                    client: reqwest::Client::builder()
+                        // A §7.2 subscribe waits for the SIP final response
+                        // (Timer F, 32 s) before it answers.
+                        .timeout(Duration::from_secs(40))
+                        .build()
+                        .unwrap_or_default(),
+                }),
         };
         // Histograms and summaries are kept bounded by periodic upkeep.
         tokio::spawn(async move {
@@ -310,17 +331,21 @@ impl Server {
                     sip,
                     http: http.to_string(),
                 });
-                crate::cluster::follow::follow(pg.clone(), presence.clone(), gateway.clone());
-                Some((
-                    crate::cluster::Placement {
-                        holdings: pg.holdings().clone(),
-                        sharding: crate::cluster::Sharding {
-                            shards: cfg.cluster.shards,
-                        },
-                        node: Arc::from(cfg.cluster.node.as_str()),
-                    },
-                    transactions.clone(),
-                ))
+                if let Some(lane) = cfg
+                    .cluster
+                    .members
+                    .iter()
+                    .position(|m| *m == cfg.cluster.node)
+                {
+                    adapter.use_lane(lane as u64);
+                }
+                crate::cluster::follow::follow(
+                    pg.clone(),
+                    presence.clone(),
+                    gateway.clone(),
+                    adapter.clone(),
+                );
+                placement.clone().map(|p| (p, transactions.clone()))
             }
             Backend::Sled(_) => None,
         };

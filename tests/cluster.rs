@@ -12,6 +12,7 @@ use sip_cpim_gateway::cluster::Sharding;
 use sip_cpim_gateway::sip::Message;
 use std::collections::HashMap;
 use std::time::Duration;
+use support::adapter::TestAdapter;
 use support::postgres::PgServer;
 use support::process::{GatewayProcess, spawn};
 use support::{TempDir, Ua, pidf};
@@ -19,10 +20,10 @@ use support::{TempDir, Ua, pidf};
 const SHARDS: u32 = 8;
 const TTL_S: u64 = 3;
 
-fn config(pg: &PgServer, node: &str) -> String {
+fn config(pg: &PgServer, node: &str, adapter: &str) -> String {
     format!(
         "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\nroutes = []\n\
-         [cpim]\nlisten = \"127.0.0.1:0\"\n\
+         [cpim]\nlisten = \"127.0.0.1:0\"\nadapter_url = \"{adapter}\"\nretry_initial_ms = 100\nretry_max_ms = 500\n\
          [presence]\nmin_expires = 1\ndefault_policy = \"allow\"\nnotify_min_interval_ms = 0\n\
          [store]\nbackend = \"postgres\"\nurl = \"{}\"\n\
          [cluster]\nnode = \"{node}\"\nmembers = [\"a\", \"b\", \"c\"]\nshards = {SHARDS}\nlease_ttl_s = {TTL_S}\n",
@@ -105,9 +106,10 @@ fn contact_port(m: &Message) -> u16 {
 async fn a_watcher_keeps_its_subscription_when_the_presentitys_node_dies() {
     let Some(pg) = PgServer::start() else { return };
     let dir = TempDir::new("cluster");
+    let adapter = TestAdapter::start().await;
     let mut nodes: HashMap<&str, GatewayProcess> = HashMap::new();
     for n in ["a", "b", "c"] {
-        nodes.insert(n, spawn(&dir, n, &config(&pg, n)));
+        nodes.insert(n, spawn(&dir, n, &config(&pg, n, &adapter.url())));
     }
     let (db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
         .await
@@ -151,6 +153,26 @@ async fn a_watcher_keeps_its_subscription_when_the_presentitys_node_dies() {
     assert_eq!(note_of(&first), "first");
     seen_cseqs.push(first.cseq().unwrap().seq);
     let to_tag = ok.to().unwrap().tag().unwrap().to_owned();
+
+    // A CPIM watcher subscribes through b's HTTP API: forwarded to a,
+    // whose records they are.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let v: serde_json::Value = http
+        .post(format!("http://{}/cpim/v1/subscribe", nodes["b"].http))
+        .json(&serde_json::json!({"watcher": "pres:xw@xmpp.example", "target": format!("pres:{user}@example.com"), "duration": 3600, "transID": "t1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "success", "{v}");
+    let cpim = adapter
+        .wait_calls("notify", 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(cpim.len(), 1, "the first CPIM notify");
+    assert!(cpim[0].to_string().contains("first"), "{}", cpim[0]);
 
     // A PUBLISH through c reaches the watcher that subscribed through b.
     let r = publisher
@@ -212,6 +234,27 @@ async fn a_watcher_keeps_its_subscription_when_the_presentitys_node_dies() {
         .expect("NOTIFY after failover");
     assert_eq!(note_of(&third), "third");
     seen_cseqs.push(third.cseq().unwrap().seq);
+
+    // The CPIM watcher's queue moved with the shard: the survivor delivers
+    // the states after "second" in order (at least once: a delivery in
+    // flight when a died may come again, never out of order).
+    let calls = adapter
+        .wait_calls("notify", 4, Duration::from_secs(10))
+        .await;
+    let notes: Vec<String> = calls
+        .iter()
+        .map(|c| {
+            let t = c.to_string();
+            ["first", "second", "third"]
+                .into_iter()
+                .find(|n| t.contains(&format!("<note>{n}</note>")))
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    let mut dedup = notes.clone();
+    dedup.dedup();
+    assert_eq!(dedup, ["first", "second", "third"], "{notes:?}");
 
     // The watcher refreshes at its new remote target (the survivor).
     let refresher = Ua {

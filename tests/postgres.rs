@@ -16,7 +16,7 @@ fn opts(pg: &PgServer, node: &str, ttl_s: u64) -> PgOptions {
         node: node.into(),
         shards: 8,
         lease_ttl: Duration::from_secs(ttl_s),
-        wanted: None,
+        members: vec![],
         sharder: record_sharder(Sharding { shards: 8 }),
     }
 }

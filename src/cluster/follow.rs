@@ -1,6 +1,7 @@
 //! The agents follow the shards this node holds: on a takeover they load
 //! the shards taken, on a hand-back or a lost lease they drop them.
 
+use crate::delivery::Adapter;
 use crate::gateway::Gateway;
 use crate::gateway::records::GatewayDialog;
 use crate::presence::PresenceAgent;
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// Watches `store`'s holdings until it closes.
-pub fn follow(store: Arc<PgStore>, presence: PresenceAgent, gateway: Gateway) {
+pub fn follow(store: Arc<PgStore>, presence: PresenceAgent, gateway: Gateway, adapter: Adapter) {
     let mut changes = store.holdings().subscribe();
     let mut held: BTreeSet<u32> = store.holdings().shards().into_iter().collect();
     tokio::spawn(async move {
@@ -23,6 +24,12 @@ pub fn follow(store: Arc<PgStore>, presence: PresenceAgent, gateway: Gateway) {
             }
             tracing::info!(taken = ?taken, dropped, "shards held changed");
             presence.shards_changed();
+            let a = adapter.clone();
+            match tokio::task::spawn_blocking(move || a.reload()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "reloading the adapter queue failed"),
+                Err(e) => tracing::error!(error = %e, "reloading the adapter queue failed"),
+            }
             if taken.is_empty() {
                 continue;
             }

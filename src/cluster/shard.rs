@@ -28,9 +28,7 @@ impl Sharding {
     /// land together.
     pub fn of(&self, aor: &str) -> u32 {
         let rest = match aor.split_once(':') {
-            Some((scheme, rest)) if matches!(scheme, "sip" | "sips" | "pres" | "im" | "xmpp") => {
-                rest
-            }
+            Some(("sip" | "sips" | "pres" | "im" | "xmpp", rest)) => rest,
             _ => aor,
         };
         let mut h: u64 = FNV_OFFSET;

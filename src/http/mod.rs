@@ -11,6 +11,7 @@ mod auth;
 mod cpim;
 mod error;
 mod extract;
+pub mod forward;
 mod ops;
 
 pub use admin::{
@@ -40,6 +41,8 @@ pub struct AppState {
     pub local_domains: Arc<[String]>,
     /// What `/readyz` and `/metrics` read from the rest of the process.
     pub ops: Arc<Ops>,
+    /// In a cluster (issue 18): CPIM operations go to the presentity's node.
+    pub cluster: Option<forward::ClusterHttp>,
 }
 
 /// The process-level state the operations endpoints report.
@@ -55,10 +58,17 @@ pub struct Ops {
 
 /// The router of the HTTP listener.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
+    // Inside the bearer check: a node forwards only what it authenticated.
+    let cpim_ops = Router::new()
         .route("/cpim/v1/subscribe", post(cpim::subscribe))
         .route("/cpim/v1/unsubscribe", post(cpim::unsubscribe))
         .route("/cpim/v1/notify", post(cpim::notify))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            forward::cpim_to_holder,
+        ));
+    let api = Router::new()
+        .merge(cpim_ops)
         .route("/cpim/v1/presence/{presentity}", get(cpim::presence))
         .route("/admin/v1/policies/{presentity}", get(admin::list_policies))
         .route(

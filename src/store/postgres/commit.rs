@@ -169,14 +169,26 @@ async fn apply(
         return Err(StoreError::Fenced { shard: lost[0] });
     }
     if !puts.is_empty() {
-        tx.execute(
-            "INSERT INTO sipgw_records (tree, key, shard, value)
-             SELECT * FROM unnest($1::int2[], $2::bytea[], $3::int4[], $4::bytea[])
-             ON CONFLICT (tree, key) DO UPDATE SET shard = EXCLUDED.shard, value = EXCLUDED.value",
-            &[&p_trees, &p_keys, &p_shards, &p_values],
-        )
-        .await
-        .map_err(pg)?;
+        // A record never changes shard (its presentity is part of what it
+        // is); a key that exists under another shard is another node's
+        // record, never overwritten (the row is then not counted).
+        let written = tx
+            .execute(
+                "INSERT INTO sipgw_records (tree, key, shard, value)
+                 SELECT * FROM unnest($1::int2[], $2::bytea[], $3::int4[], $4::bytea[])
+                 ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value
+                 WHERE sipgw_records.shard = EXCLUDED.shard",
+                &[&p_trees, &p_keys, &p_shards, &p_values],
+            )
+            .await
+            .map_err(pg)?;
+        if written != puts.len() as u64 {
+            return Err(StoreError::Io(format!(
+                "{} of {} records exist under another shard: not overwritten",
+                puts.len() as u64 - written,
+                puts.len()
+            )));
+        }
     }
     tx.commit().await.map_err(pg)
 }
