@@ -15,6 +15,9 @@ pub fn follow(store: Arc<PgStore>, presence: PresenceAgent, gateway: Gateway, ad
     let mut held: BTreeSet<u32> = store.holdings().shards().into_iter().collect();
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
+            if store.holdings().closing() {
+                return;
+            }
             let now: BTreeSet<u32> = store.holdings().shards().into_iter().collect();
             let taken: Vec<u32> = now.difference(&held).copied().collect();
             let dropped = held.difference(&now).count();

@@ -386,7 +386,7 @@ impl Adapter {
         Self::open_bounded(store, &url, Duration::from_secs(1), hourly, max_pending)
     }
 
-    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.inner.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -627,7 +627,7 @@ impl Adapter {
     }
 
     /// Starts the worker of a stream unless it runs.
-    pub(super) fn kick(&self, stream: &str) {
+    fn kick(&self, stream: &str) {
         {
             let mut q = self.lock();
             let Some(sq) = q.streams.get_mut(stream) else {

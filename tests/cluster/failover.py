@@ -165,6 +165,7 @@ class Ua(asyncio.DatagramProtocol):
         self.pending = {}
         self.report = report
         self.notifies = {}  # call-id -> [(time, cseq, note, contact_port)]
+        self.seen = set()  # (call-id, Via branch) of NOTIFYs received
 
     def connection_made(self, t):
         self.t = t
@@ -188,6 +189,14 @@ class Ua(asyncio.DatagramProtocol):
             self.t.sendto(resp.encode(), dest)
             call = h["call-id"][0]
             cseq = int(h["cseq"][0].split()[0])
+            branch = re.search(r"branch=([^;,\s]+)", via)
+            key = (call, branch.group(1) if branch else "")
+            if key in self.seen:
+                # A retransmission of a NOTIFY already answered (RFC 3261
+                # §17.1.2.2: our 200 crossed its Timer E): answered again,
+                # not a second NOTIFY.
+                return
+            self.seen.add(key)
             note = re.search(r"<note>(.*?)</note>", body)
             cport = re.search(r":(\d+)[;>]", h.get("contact", [""])[0])
             self.notifies.setdefault(call, []).append(

@@ -34,6 +34,8 @@ pub struct Holdings {
     peers: RwLock<HashMap<Arc<str>, Peer>>,
     /// What this node advertises.
     me: RwLock<Peer>,
+    /// The store is closing: the shards given back are not to be followed.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// Where a node serves: `host:port` of its SIP (UDP) and HTTP listeners.
@@ -51,6 +53,7 @@ impl Default for Holdings {
             changed: tokio::sync::watch::Sender::new(0),
             peers: RwLock::default(),
             me: RwLock::default(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -114,6 +117,11 @@ impl Holdings {
         *self.me.write().unwrap_or_else(|p| p.into_inner()) = me;
     }
 
+    /// The store is closing (a clean stop gives every shard back).
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
     /// Wakes when the held shards change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
@@ -165,11 +173,24 @@ fn ttl_s(opts: &PgOptions) -> f64 {
     opts.lease_ttl.as_secs_f64()
 }
 
-/// The order in which members take shard `s`: its preferred member first.
+/// The order in which members take shard `s`: its preferred member
+/// `members[s mod N]` first, then the others rotated by `(s div N) mod
+/// (N-1)`, so the shards one member prefers fall back to every other member
+/// in turn: a dead node's load spreads over all survivors.
 fn order(members: &[String], shard: u32) -> impl Iterator<Item = &str> {
     let n = members.len().max(1);
-    let start = shard as usize % n;
-    (0..members.len()).map(move |i| members[(start + i) % n].as_str())
+    let s = shard as usize;
+    let preferred = s % n;
+    let others = n - 1;
+    let turn = if others == 0 { 0 } else { (s / n) % others };
+    std::iter::once(preferred)
+        .chain((0..others).map(move |i| {
+            // The i-th of the members other than `preferred`, from `turn`.
+            let k = (turn + i) % others;
+            if k < preferred { k } else { k + 1 }
+        }))
+        .take(members.len())
+        .map(move |i| members[i].as_str())
 }
 
 /// Takes `shards` where free, expired or this node's own (a restart: the
@@ -233,6 +254,7 @@ pub(super) async fn give_back(c: &Client, opts: &PgOptions, holdings: &Holdings,
 
 /// This node is gone (clean stop): heartbeat ended, every lease given back.
 pub(super) async fn leave(c: &Client, opts: &PgOptions, holdings: &Holdings) {
+    holdings.closing.store(true, Ordering::Release);
     let held = holdings.shards();
     give_back(c, opts, holdings, &held).await;
     let _ = c
@@ -490,5 +512,28 @@ async fn listen(url: String, wake: Arc<tokio::sync::Notify>) {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::order;
+
+    #[test]
+    fn a_members_shards_fall_back_to_every_other_member() {
+        let m: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let orders: Vec<Vec<&str>> = (0..12).map(|s| order(&m, s).collect()).collect();
+        // Each order is a permutation with the preferred member first.
+        for (s, o) in orders.iter().enumerate() {
+            assert_eq!(o[0], m[s % 4]);
+            let mut sorted = o.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, ["a", "b", "c", "d"]);
+        }
+        // a prefers shards 0, 4, 8: their second choices are b, c, d.
+        let seconds: Vec<&str> = [0, 4, 8].iter().map(|s| orders[*s][1]).collect();
+        assert_eq!(seconds, ["b", "c", "d"]);
+        // One member: itself.
+        assert_eq!(order(&m[..1], 5).collect::<Vec<_>>(), ["a"]);
     }
 }
