@@ -41,6 +41,10 @@ impl SubscriptionKind {
 
 /// A selection of subscriptions: every given field must match.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+// The query string of `GET /admin/v1/subscriptions`: without this, utoipa
+// documents the fields as path parameters (its default), and a client
+// following the document never sends them.
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionFilter {
     pub kind: Option<SubscriptionKind>,
