@@ -79,7 +79,8 @@ t0=$SECONDS
 # One worker: hypothesis's lambda descriptions race on CPython 3.11's ast
 # module when two threads generate at once ("AST constructor recursion
 # depth mismatch", a schemathesis runtime error, not a finding).
-SCHEMATHESIS_HOOKS="$HERE/st_hooks.py" st run "$BASE/openapi.json" \
+# From $WORK: schemathesis keeps its example database in ./.schemathesis.
+(cd "$WORK" && SCHEMATHESIS_HOOKS="$HERE/st_hooks.py" st run "$BASE/openapi.json" \
     --checks all \
     --header "Authorization: Bearer $TOKEN" \
     --max-examples "$EXAMPLES" \
@@ -89,7 +90,7 @@ SCHEMATHESIS_HOOKS="$HERE/st_hooks.py" st run "$BASE/openapi.json" \
     --request-timeout 20 \
     --suppress-health-check too_slow \
     --report junit --report-dir "$WORK/report" \
-    --warnings off || rc=$?
+    --warnings off) || rc=$?
 log "== schemathesis exit status $rc after $((SECONDS - t0)) s"
 
 if ! gateway_alive; then
