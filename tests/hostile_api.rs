@@ -113,6 +113,8 @@ async fn openapi_documents_every_answer() {
     let names: Vec<_> = params.iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["kind", "watcher", "target", "limit"]);
     assert!(params.iter().all(|p| p["in"] == "query"), "{params:?}");
+    // `limit` documents the largest value the server reads.
+    assert_eq!(params[3]["schema"]["maximum"], json!(u64::MAX));
     // URIs and tokens carry the patterns of what the server takes.
     let schemas = &api["components"]["schemas"];
     let uri = schemas["SubscribeRequest"]["properties"]["watcher"]["pattern"]
@@ -170,6 +172,26 @@ async fn arrays_are_not_objects() {
     .await;
     assert_eq!(code, 200, "{answer}");
     assert_eq!(answer["code"], 481, "no such dialog: {answer}");
+    s.shutdown(std::time::Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn limit_takes_every_documented_value() {
+    let dir = TempDir::new("hostile-limit");
+    let s = start(&dir).await;
+    let get = |q: &'static str| {
+        let url = format!("http://{}/admin/v1/subscriptions?{q}", s.http);
+        async move {
+            let r = client().get(url).bearer_auth(TOKEN).send().await.unwrap();
+            r.status().as_u16()
+        }
+    };
+    // Up to u64::MAX (clamped to 10,000 served), as documented; one more,
+    // or a negative number, is outside the document and refused.
+    assert_eq!(get("limit=18446744073709551615").await, 200);
+    assert_eq!(get("limit=0").await, 200);
+    assert_eq!(get("limit=18446744073709551616").await, 400);
+    assert_eq!(get("limit=-1").await, 400);
     s.shutdown(std::time::Duration::from_secs(2)).await;
 }
 
