@@ -122,7 +122,8 @@ pub(super) async fn list_policies(
            ("watcher" = String, Path, description = "Watcher URI (sip:, sips:, pres: or im:), percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
     responses((status = 200, description = "Stored and applied to existing subscriptions", body = PolicyRule),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)),
+              (status = 408, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn put_policy(
     State(s): State<AppState>,

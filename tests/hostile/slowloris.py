@@ -107,6 +107,33 @@ async def healthz(host, port, timeout=2.0):
         w.close()
 
 
+async def gateway_counters(host, port, timeout=5.0):
+    """The gateway's connection-limit counters from /metrics (what it
+    refused and closed, by reason), to set beside what the attacker saw."""
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port, local_addr=("127.0.0.1", 0)), timeout)
+    except (asyncio.TimeoutError, OSError):
+        return None
+    try:
+        w.write(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        data = b""
+        while len(data) < 4 << 20:
+            chunk = await asyncio.wait_for(r.read(65536), timeout)
+            if not chunk:
+                break
+            data += chunk
+    except (asyncio.TimeoutError, OSError):
+        return None
+    finally:
+        w.close()
+    out = {}
+    for line in data.decode(errors="replace").splitlines():
+        if line.startswith(("sipgw_sip_connections_", "sipgw_http_connections_")):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
 async def prober(a, probe, phase_of, stop_at):
     n = 0
     while time.monotonic() < stop_at:
@@ -228,6 +255,7 @@ async def main_async(a):
             await asyncio.sleep(0.05 + rng.random() * 0.01)
     await asyncio.gather(*tasks, *lor)
     return {"config": vars(a), "attack": stats, "latency": probe.report(),
+            "gateway_counters": await gateway_counters(a.host, a.http),
             "seconds": round(time.monotonic() - t0, 1)}
 
 
