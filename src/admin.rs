@@ -41,6 +41,10 @@ impl SubscriptionKind {
 
 /// A selection of subscriptions: every given field must match.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+// The query string of `GET /admin/v1/subscriptions`: without this, utoipa
+// documents the fields as path parameters (its default), and a client
+// following the document never sends them.
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionFilter {
     pub kind: Option<SubscriptionKind>,
@@ -49,7 +53,11 @@ pub struct SubscriptionFilter {
     /// The presentity's URI, compared like `watcher`.
     pub target: Option<String>,
     /// At most this many (default 1000, at most 10000).
-    pub limit: Option<usize>,
+    // The largest value the query parser reads (found by schemathesis:
+    // 1642378866051408621207552 is an integer too, and refused).
+    #[param(maximum = 18446744073709551615_u64)]
+    #[schema(maximum = 18446744073709551615_u64)]
+    pub limit: Option<u64>,
 }
 
 impl SubscriptionFilter {
@@ -58,7 +66,9 @@ impl SubscriptionFilter {
 
     pub fn limit(&self) -> usize {
         self.limit
-            .unwrap_or(Self::DEFAULT_LIMIT)
+            .map_or(Self::DEFAULT_LIMIT, |l| {
+                usize::try_from(l).unwrap_or(usize::MAX)
+            })
             .min(Self::MAX_LIMIT)
     }
 }

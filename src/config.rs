@@ -102,10 +102,19 @@ pub struct SipConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TransportSettings {
-    /// Stream connections idle this long are closed.
+    /// Stream connections idle this long are closed. Between messages
+    /// (keep-alive CRLFs, RFC 5626 §4.4.1) only this applies.
     pub idle_timeout_s: u64,
+    /// A message (header section and body) must be complete this long
+    /// after its first byte arrived, else the connection is closed: each
+    /// trickled byte resets the idle timer, so without it one slow sender
+    /// holds a slot for ever (issue 17 item 5).
+    pub message_timeout_ms: u64,
     /// Open TCP/TLS connections at most (incoming and outgoing).
     pub max_connections: usize,
+    /// Connections accepted from one source IP address at most, so one
+    /// source cannot fill `max_connections`.
+    pub max_connections_per_address: usize,
     pub connect_timeout_ms: u64,
     /// Requests larger than this go over TCP instead of UDP (RFC 3261 §18.1.1).
     pub udp_mtu_threshold: usize,
@@ -117,7 +126,9 @@ impl Default for TransportSettings {
     fn default() -> Self {
         TransportSettings {
             idle_timeout_s: 300,
+            message_timeout_ms: 5000,
             max_connections: 1024,
+            max_connections_per_address: 32,
             connect_timeout_ms: 5000,
             udp_mtu_threshold: 1300,
             udp_recv_buffer_bytes: 4 * 1024 * 1024,
@@ -208,6 +219,16 @@ pub struct CpimConfig {
     /// (watcher, target) stream; a change that nothing can make room for
     /// is refused (503) instead of growing the queue.
     pub adapter_max_pending: usize,
+    /// Open HTTP connections at most; more are answered 503 and closed.
+    pub http_max_connections: usize,
+    /// Open HTTP connections from one source IP address at most.
+    pub http_max_connections_per_address: usize,
+    /// A request head must be complete this long after the connection
+    /// opened or its previous response was sent; also the keep-alive idle
+    /// timeout (hyper's `header_read_timeout`).
+    pub http_header_timeout_ms: u64,
+    /// A request body must be complete this long after its head.
+    pub http_body_timeout_ms: u64,
 }
 
 impl Default for CpimConfig {
@@ -221,6 +242,10 @@ impl Default for CpimConfig {
             retry_initial_ms: 500,
             retry_max_ms: 30_000,
             adapter_max_pending: crate::delivery::DEFAULT_MAX_PENDING,
+            http_max_connections: 1024,
+            http_max_connections_per_address: 128,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
         }
     }
 }
@@ -525,8 +550,36 @@ impl Config {
         if t.t1_ms == 0 || t.t2_ms < t.t1_ms || t.t4_ms == 0 {
             bad("sip.timers", "need 0 < t1_ms <= t2_ms and t4_ms > 0".into());
         }
-        if self.sip.transport.max_connections == 0 {
-            bad("sip.transport.max_connections", "must be at least 1".into());
+        let st = &self.sip.transport;
+        for (key, v) in [
+            ("sip.transport.max_connections", st.max_connections),
+            (
+                "sip.transport.max_connections_per_address",
+                st.max_connections_per_address,
+            ),
+            ("cpim.http_max_connections", self.cpim.http_max_connections),
+            (
+                "cpim.http_max_connections_per_address",
+                self.cpim.http_max_connections_per_address,
+            ),
+        ] {
+            if v == 0 {
+                bad(key, "must be at least 1".into());
+            }
+        }
+        // Below 100 ms a client on a slow link could not send one message;
+        // above an hour the limit no longer limits anything.
+        for (key, v) in [
+            ("sip.transport.message_timeout_ms", st.message_timeout_ms),
+            (
+                "cpim.http_header_timeout_ms",
+                self.cpim.http_header_timeout_ms,
+            ),
+            ("cpim.http_body_timeout_ms", self.cpim.http_body_timeout_ms),
+        ] {
+            if !(100..=3_600_000).contains(&v) {
+                bad(key, "must be between 100 and 3600000 (ms)".into());
+            }
         }
         if let Err(m) = crate::transport::Resolver::new(&self.sip.routes) {
             bad("sip.routes", m);
@@ -820,6 +873,37 @@ mod tests {
             .replace("level = \"\"", "level = \"sip_cpim_gateway=debug,info\"");
         let c = Config::parse(&fixed, Path::new("g.toml")).unwrap();
         c.validate(Path::new("g.toml"), &fixed).unwrap();
+    }
+
+    #[test]
+    fn connection_limits_and_deadlines_are_checked() {
+        let text = "[sip.transport]\nmessage_timeout_ms = 0\nmax_connections_per_address = 0\n[cpim]\nhttp_max_connections = 0\nhttp_max_connections_per_address = 0\nhttp_header_timeout_ms = 50\nhttp_body_timeout_ms = 3600001\n";
+        let c = Config::parse(text, Path::new("g.toml")).unwrap();
+        let e = c
+            .validate(Path::new("g.toml"), text)
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "g.toml:2: sip.transport.message_timeout_ms: must be between 100 and 3600000",
+            "g.toml:3: sip.transport.max_connections_per_address: must be at least 1",
+            "g.toml:5: cpim.http_max_connections: must be at least 1",
+            "g.toml:6: cpim.http_max_connections_per_address: must be at least 1",
+            "g.toml:7: cpim.http_header_timeout_ms: must be between 100 and 3600000",
+            "g.toml:8: cpim.http_body_timeout_ms: must be between 100 and 3600000",
+        ] {
+            assert!(e.contains(want), "{want} in {e}");
+        }
+        let d = Config::default();
+        assert_eq!(d.sip.transport.message_timeout_ms, 5000);
+        assert_eq!(d.sip.transport.max_connections_per_address, 32);
+        assert_eq!(d.cpim.http_max_connections, 1024);
+        assert_eq!(d.cpim.http_max_connections_per_address, 128);
+        let ok =
+            "[sip.transport]\nmessage_timeout_ms = 100\n[cpim]\nhttp_body_timeout_ms = 3600000\n";
+        Config::parse(ok, Path::new("g.toml"))
+            .unwrap()
+            .validate(Path::new("g.toml"), ok)
+            .unwrap();
     }
 
     #[test]

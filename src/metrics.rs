@@ -64,6 +64,24 @@ pub const STORE_SIZE_BYTES: &str = "sipgw_store_size_bytes";
 /// NOTIFYs held back by the rate limit (RFC 3856 §6.10); the change goes
 /// out coalesced when the interval ends.
 pub const NOTIFIES_THROTTLED: &str = "sipgw_notifies_throttled_total";
+/// SIP TCP/TLS connections not admitted, by `reason`: `per_address`
+/// (`[sip.transport] max_connections_per_address`) or `max_connections`
+/// (the global cap, with no slow sender to evict).
+pub const SIP_CONNECTIONS_REFUSED: &str = "sipgw_sip_connections_refused_total";
+/// SIP TCP/TLS connections the gateway closed, by `reason`:
+/// `message_timeout` (a message not complete within `message_timeout_ms`
+/// of its first byte), `evicted` (the slowest sender, to admit a new
+/// connection at `max_connections`), `idle` (`idle_timeout_s`).
+pub const SIP_CONNECTIONS_CLOSED: &str = "sipgw_sip_connections_closed_total";
+/// HTTP connections not admitted, by `reason`: `per_address`
+/// (`[cpim] http_max_connections_per_address`) or `max_connections`
+/// (`http_max_connections`).
+pub const HTTP_CONNECTIONS_REFUSED: &str = "sipgw_http_connections_refused_total";
+/// HTTP connections the gateway closed, by `reason`: `header_timeout` (a
+/// request head, or the next one on a kept-alive connection, not complete
+/// within `http_header_timeout_ms`), `body_timeout` (a request body not
+/// complete within `http_body_timeout_ms`).
+pub const HTTP_CONNECTIONS_CLOSED: &str = "sipgw_http_connections_closed_total";
 /// HTTP requests answered, by `route` (the matched pattern) and `status`.
 pub const HTTP_REQUESTS: &str = "sipgw_http_requests_total";
 
@@ -173,6 +191,22 @@ fn describe() {
         "NOTIFYs held back by the rate limit (RFC 3856 §6.10)"
     );
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered");
+    describe_counter!(
+        SIP_CONNECTIONS_REFUSED,
+        "SIP TCP/TLS connections refused by the per-address or global connection cap"
+    );
+    describe_counter!(
+        SIP_CONNECTIONS_CLOSED,
+        "SIP TCP/TLS connections closed by the message deadline, eviction or the idle timeout"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_REFUSED,
+        "HTTP connections refused by the per-address or global connection cap"
+    );
+    describe_counter!(
+        HTTP_CONNECTIONS_CLOSED,
+        "HTTP connections closed by the header or body read deadline"
+    );
 }
 
 /// The `method` label: the methods of RFC 3261 and its extensions by name,

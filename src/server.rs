@@ -145,7 +145,9 @@ impl Server {
             listeners,
             limits: cfg.sip.limits,
             idle_timeout: Duration::from_secs(cfg.sip.transport.idle_timeout_s),
+            message_timeout: Duration::from_millis(cfg.sip.transport.message_timeout_ms),
             max_connections: cfg.sip.transport.max_connections,
+            max_connections_per_address: cfg.sip.transport.max_connections_per_address,
             connect_timeout: Duration::from_millis(cfg.sip.transport.connect_timeout_ms),
             udp_mtu_threshold: cfg.sip.transport.udp_mtu_threshold,
             tls,
@@ -289,10 +291,16 @@ impl Server {
                 metrics.run_upkeep();
             }
         });
+        let http_limits = crate::http::HttpLimits {
+            max_connections: cfg.cpim.http_max_connections,
+            max_connections_per_address: cfg.cpim.http_max_connections_per_address,
+            header_timeout: Duration::from_millis(cfg.cpim.http_header_timeout_ms),
+            body_timeout: Duration::from_millis(cfg.cpim.http_body_timeout_ms),
+        };
         let http_stop = Arc::new(tokio::sync::Notify::new());
         let stop = http_stop.clone();
         let http_task = tokio::spawn(async move {
-            if let Err(e) = crate::http::serve(listener, state, stop).await {
+            if let Err(e) = crate::http::serve(listener, state, http_limits, stop).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });

@@ -367,9 +367,25 @@ async fn connection_cap_refuses_new_connections_but_keeps_serving() {
         ..Opts::default()
     })
     .await;
+    // Three flows that have each completed a message: idle between
+    // messages, so not evictable (a connection that never completed one is
+    // the slowest sender, and a newcomer at the cap takes its slot:
+    // tests/slow_clients.rs).
     let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(tcp_connect(s.tcp).await);
+    for i in 0..3 {
+        let mut c = tcp_connect(s.tcp).await;
+        let me = c.local_addr().unwrap();
+        let mut p = StreamParser::new(Limits::default());
+        send_stream(
+            &mut c,
+            &request("OPTIONS", "TCP", me, &format!("cap-h{i}"), ""),
+        )
+        .await;
+        assert_eq!(
+            recv_stream(&mut c, &mut p, WAIT).await.unwrap().status(),
+            Some(200)
+        );
+        held.push(c);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(s.transport.connection_count(), 3);

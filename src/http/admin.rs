@@ -98,7 +98,7 @@ fn store_failure() -> ApiFault {
 }
 
 #[utoipa::path(get, path = "/admin/v1/policies/{presentity}",
-    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded")),
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
     responses((status = 200, body = PolicyList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn list_policies(
@@ -118,9 +118,12 @@ pub(super) async fn list_policies(
 }
 
 #[utoipa::path(put, path = "/admin/v1/policies/{presentity}/{watcher}", request_body = PolicyUpdate,
-    params(("presentity" = String, Path), ("watcher" = String, Path)),
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$"),
+           ("watcher" = String, Path, description = "Watcher URI (sip:, sips:, pres: or im:), percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
     responses((status = 200, description = "Stored and applied to existing subscriptions", body = PolicyRule),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 408, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+              (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn put_policy(
     State(s): State<AppState>,
@@ -141,8 +144,10 @@ pub(super) async fn put_policy(
 }
 
 #[utoipa::path(delete, path = "/admin/v1/policies/{presentity}/{watcher}",
-    params(("presentity" = String, Path), ("watcher" = String, Path)),
-    responses((status = 204, description = "Removed; the default applies"), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$"),
+           ("watcher" = String, Path, description = "Watcher URI (sip:, sips:, pres: or im:), percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
+    responses((status = 204, description = "Removed; the default applies"), (status = 400, body = ErrorBody),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn delete_policy(
     State(s): State<AppState>,
@@ -161,7 +166,7 @@ pub(super) async fn delete_policy(
 }
 
 #[utoipa::path(get, path = "/admin/v1/publishers/{presentity}",
-    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded")),
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
     responses((status = 200, body = PublisherList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -180,8 +185,8 @@ pub(super) async fn list_publishers(
 /// Grants `publisher` the right to PUBLISH for `presentity` (RFC 3903 §6
 /// step 4); idempotent. Answered once the grant is durable.
 #[utoipa::path(put, path = "/admin/v1/publishers/{presentity}/{publisher}",
-    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded"),
-           ("publisher" = String, Path, description = "Publisher URI (sip:, sips:, pres: or im:), percent-encoded")),
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$"),
+           ("publisher" = String, Path, description = "Publisher URI (sip:, sips:, pres: or im:), percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
     responses((status = 200, description = "Granted (or already granted) and durable", body = PublisherGrant),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 503, body = ErrorBody)),
@@ -202,8 +207,8 @@ pub(super) async fn put_publisher(
 /// Revokes a grant. What the publisher already published stays until it
 /// expires; nothing more from it is accepted.
 #[utoipa::path(delete, path = "/admin/v1/publishers/{presentity}/{publisher}",
-    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded"),
-           ("publisher" = String, Path, description = "Publisher URI, percent-encoded")),
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$"),
+           ("publisher" = String, Path, description = "Publisher URI (sip:, sips:, pres: or im:), percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
     responses((status = 204, description = "Revoked and durable"), (status = 400, body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 404, description = "No such grant, or not a local presentity", body = ErrorBody),
               (status = 503, body = ErrorBody)),
@@ -235,7 +240,7 @@ pub(super) async fn list_presentities(
 }
 
 #[utoipa::path(get, path = "/admin/v1/presentities/{presentity}",
-    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded")),
+    params(("presentity" = String, Path, description = "Local presentity URI, percent-encoded", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
     responses((status = 200, body = PresentityView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn show_presentity(
@@ -270,7 +275,8 @@ pub(super) async fn list_subscriptions(
 
 #[utoipa::path(get, path = "/admin/v1/dialogs/{id}",
     params(("id" = String, Path, description = "Subscription id (Call-ID;local-tag;remote-tag), percent-encoded")),
-    responses((status = 200, body = DialogView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = DialogView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 404, body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn show_dialog(
     State(s): State<AppState>,

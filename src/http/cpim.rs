@@ -18,7 +18,12 @@ const PRESENTITY_SCHEMES: &[Scheme] = &[Scheme::Pres, Scheme::Sip, Scheme::Sips,
 
 #[utoipa::path(post, path = "/cpim/v1/subscribe", request_body = SubscribeRequest,
     responses((status = 200, description = "CPIM outcome (success, failure, indeterminate)", body = CpimResponse),
-              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 415, body = ErrorBody)),
+              (status = 400, description = "Not the JSON the route takes, or a field the gateway refuses", body = ErrorBody),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+              (status = 408, description = "Body not complete within http_body_timeout_ms", body = ErrorBody),
+              (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+              (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+              (status = 503, description = "The store did not commit, or the gateway stopped", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn subscribe(
     State(s): State<AppState>,
@@ -30,7 +35,13 @@ pub(super) async fn subscribe(
 }
 
 #[utoipa::path(post, path = "/cpim/v1/unsubscribe", request_body = UnsubscribeRequest,
-    responses((status = 200, body = CpimResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = CpimResponse),
+              (status = 400, description = "Not the JSON the route takes, or a field the gateway refuses", body = ErrorBody),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+              (status = 408, description = "Body not complete within http_body_timeout_ms", body = ErrorBody),
+              (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+              (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+              (status = 503, description = "The store did not commit, or the gateway stopped", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn unsubscribe(
     State(s): State<AppState>,
@@ -42,7 +53,13 @@ pub(super) async fn unsubscribe(
 }
 
 #[utoipa::path(post, path = "/cpim/v1/notify", request_body = NotifyRequest,
-    responses((status = 200, body = CpimResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = CpimResponse),
+              (status = 400, description = "Not the JSON the route takes, or a field the gateway refuses", body = ErrorBody),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+              (status = 408, description = "Body not complete within http_body_timeout_ms", body = ErrorBody),
+              (status = 413, description = "Body over 256 KiB", body = ErrorBody),
+              (status = 415, description = "Content-Type is not application/json", body = ErrorBody),
+              (status = 503, description = "The store did not commit, or the gateway stopped", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn notify(
     State(s): State<AppState>,
@@ -54,9 +71,12 @@ pub(super) async fn notify(
 }
 
 #[utoipa::path(get, path = "/cpim/v1/presence/{presentity}",
-    params(("presentity" = String, Path, description = "A local presentity URI, percent-encoded (pres:alice@example.com)")),
+    params(("presentity" = String, Path, description = "A local presentity URI, percent-encoded (pres:alice@example.com)", pattern = r"^(sip|sips|pres|im):[A-Za-z0-9._~+-]+@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]*[A-Za-z0-9])?$")),
     responses((status = 200, description = "The composed PIDF document", content_type = "application/pidf+xml", body = String),
-              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+              (status = 400, description = "Not a URI", body = ErrorBody),
+              (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
+              (status = 404, description = "Not a local presentity", body = ErrorBody),
+              (status = 503, description = "The presence agent stopped", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn presence(
     State(s): State<AppState>,

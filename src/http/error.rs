@@ -93,6 +93,11 @@ pub enum ApiFault {
     /// `unavailable`.
     #[error("{0}")]
     Unavailable(String),
+    /// The request body did not arrive within `[cpim]
+    /// http_body_timeout_ms` of its head: 408 `body_timeout` (RFC 9110
+    /// §15.5.9); the connection is closed after the answer.
+    #[error("request body not complete within {} ms", .0.as_millis())]
+    BodyTimeout(std::time::Duration),
 }
 
 impl ApiFault {
@@ -115,6 +120,7 @@ impl ApiFault {
             ApiFault::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiFault::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiFault::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiFault::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -137,6 +143,7 @@ impl ApiFault {
             ApiFault::MethodNotAllowed(_) => "method_not_allowed",
             ApiFault::Unauthorized => "unauthorized",
             ApiFault::Unavailable(_) => "unavailable",
+            ApiFault::BodyTimeout(_) => "body_timeout",
         }
     }
 }
@@ -330,6 +337,11 @@ mod tests {
                     "unavailable",
                     "presence agent unavailable: store failure, or the agent stopped",
                 ),
+            ),
+            (
+                ApiFault::BodyTimeout(std::time::Duration::from_millis(30_000)),
+                408,
+                body("body_timeout", "request body not complete within 30000 ms"),
             ),
         ];
         for (fault, status, json) in cases {

@@ -46,7 +46,17 @@ pub(super) fn json_body<T: DeserializeOwned>(
     {
         return Err(ApiFault::UnsupportedMediaType);
     }
-    Ok(serde_json::from_slice(&body?)?)
+    // Through a `Value` so that the body must be a JSON object: serde's
+    // derived structs also take an array of their fields (`["pres:a@x",
+    // "pres:b@y"]` as a subscribe), which the OpenAPI document does not
+    // admit (issue 17 item 5).
+    let v: serde_json::Value = serde_json::from_slice(&body?)?;
+    if !v.is_object() {
+        return Err(ApiFault::InvalidJson(serde::de::Error::custom(
+            "expected a JSON object",
+        )));
+    }
+    Ok(serde_json::from_value(v)?)
 }
 
 /// A URI from the request path, or 400 `invalid_uri`.

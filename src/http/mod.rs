@@ -12,6 +12,7 @@ mod cpim;
 mod error;
 mod extract;
 pub mod forward;
+mod limit;
 mod ops;
 
 pub use admin::{
@@ -28,6 +29,7 @@ use axum::http::Method;
 use axum::middleware;
 use axum::routing::{get, post, put};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Largest request body accepted (a presence document with room to spare).
 pub const MAX_BODY: usize = 256 * 1024;
@@ -111,15 +113,108 @@ async fn method_not_allowed(method: Method) -> ApiFault {
     ApiFault::MethodNotAllowed(method)
 }
 
-/// Serves `router` on `listener` until `stop` is notified.
+/// Limits of the HTTP listener (`[cpim] http_*`, issue 17 item 5).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Open connections from one source IP address at most.
+    pub max_connections_per_address: usize,
+    /// A request head must be complete this long after the connection
+    /// opened or the previous response went out (hyper's
+    /// `header_read_timeout`, so also the keep-alive idle timeout).
+    pub header_timeout: Duration,
+    /// A request body must be complete this long after its head.
+    pub body_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `stop` is notified, within `limits`.
+///
+/// Our own accept loop instead of `axum::serve`: that one runs hyper
+/// without a timer, so `header_read_timeout` never fires, and has no
+/// connection cap; 5,000 slowloris connections were all held
+/// (docs/reliability.md, "Hostile input"). HTTP/1.1 only, as before (axum's
+/// `http2` feature is off).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    limits: HttpLimits,
     stop: std::sync::Arc<tokio::sync::Notify>,
 ) -> std::io::Result<()> {
-    // Graceful: once `stop` is notified no new connection is accepted and
-    // requests in progress finish.
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { stop.notified().await })
-        .await
+    let app = router(state).layer(middleware::from_fn_with_state(
+        limits.body_timeout,
+        limit::body_deadline,
+    ));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let slots = limit::Slots::new(limits.max_connections, limits.max_connections_per_address);
+    // Graceful: `graceful` tells every connection to finish the request in
+    // progress and close; `close_tx.closed()` resolves once every
+    // connection task has dropped its `close_rx`.
+    let (graceful, _) = tokio::sync::watch::channel(false);
+    let (close_tx, close_rx) = tokio::sync::watch::channel(());
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stopped => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                // Failed before we saw it: nothing to do.
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionRefused) => continue,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning, but
+                    // keep listening for the stop.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    }
+                }
+            },
+        };
+        let slot = match slots.admit(peer.ip()) {
+            Ok(s) => s,
+            Err(reason) => {
+                limit::refuse(&stream, reason);
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let mut graceful = graceful.subscribe();
+        let close_rx = close_rx.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _close_rx = close_rx;
+            tokio::pin!(conn);
+            let mut shutting_down = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            if e.is_timeout() {
+                                limit::count_closed("header_timeout");
+                            }
+                            tracing::trace!(%peer, error = %e, "HTTP connection ended");
+                        }
+                        break;
+                    }
+                    _ = graceful.changed(), if !shutting_down => {
+                        shutting_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.send_replace(true);
+    drop(close_rx);
+    close_tx.closed().await;
+    Ok(())
 }

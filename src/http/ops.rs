@@ -36,7 +36,7 @@ use utoipa::{OpenApi, ToSchema};
     components(schemas(SubscribeRequest, UnsubscribeRequest, NotifyRequest, Presence, TupleView, CpimResponse, Status, ErrorBody, ErrorDetail, PolicyRule, PolicyUpdate, PolicyList, PolicyAction,
         PublisherList, PublisherGrant,
         PresentitySummary, PresentityView, RegistrationView, PublicationView, SubscriptionView, SubscriptionKind, DialogView, SubscriptionList, Readiness)),
-    modifiers(&Security)
+    modifiers(&Security, &NotifyConditions)
 )]
 pub struct ApiDoc;
 
@@ -50,6 +50,44 @@ impl utoipa::Modify for Security {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// What `POST /cpim/v1/notify` requires besides its fields' own types
+/// (docs/cpim-api.md; `check_notify` in the gateway): unless `state` is
+/// `terminated`, a document (`presence.body` or `presence.tuples`) and no
+/// `reason`. utoipa has no words for a condition between fields, so the
+/// JSON Schema 2020-12 `if`/`then`/`else` (§10.2.2) are written here.
+struct NotifyConditions;
+
+impl utoipa::Modify for NotifyConditions {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::Schema;
+        let Some(RefOr::T(Schema::Object(o))) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("NotifyRequest"))
+        else {
+            return;
+        };
+        let conditions = serde_json::json!({
+            "if": {"required": ["state"], "properties": {"state": {"const": "terminated"}}},
+            "then": true,
+            "else": {
+                "not": {"required": ["reason"]},
+                "properties": {"presence": {"anyOf": [
+                    {"required": ["body"], "properties": {"body": {"type": "string"}}},
+                    {"required": ["tuples"], "properties": {"tuples": {"type": "array"}}}
+                ]}}
+            }
+        });
+        let ext = o.extensions.get_or_insert_with(Default::default);
+        if let serde_json::Value::Object(m) = conditions {
+            // Inserted as they are, not through `Extensions::add` (which
+            // would prefix `x-`): these are schema keywords, not extensions.
+            ext.extend(m);
+        }
     }
 }
 

@@ -474,6 +474,14 @@ impl StreamParser {
         self.buf.len()
     }
 
+    /// Whether part of a message is buffered: bytes other than the
+    /// keep-alive CRLFs between messages (RFC 5626 §4.4.1), which
+    /// `next_message` drops. Meaningful after `next_message` returned
+    /// `Ok(None)`.
+    pub fn in_message(&self) -> bool {
+        self.pending.is_some() || !self.buf.is_empty()
+    }
+
     /// The next complete message, `Ok(None)` if more bytes are needed. After
     /// an error the stream cannot be re-synchronised: close the connection
     /// (RFC 4475 §3.1.2.3, §3.3.9).

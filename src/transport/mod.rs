@@ -140,7 +140,13 @@ pub struct TransportConfig {
     pub listeners: Vec<Listener>,
     pub limits: Limits,
     pub idle_timeout: Duration,
+    /// A message (header section and body) must arrive within this long of
+    /// its first byte, else the connection is closed (slow senders, issue
+    /// 17 item 5).
+    pub message_timeout: Duration,
     pub max_connections: usize,
+    /// Connections accepted from one source address at most.
+    pub max_connections_per_address: usize,
     pub connect_timeout: Duration,
     /// Requests larger than this go over TCP instead of UDP (§18.1.1).
     pub udp_mtu_threshold: usize,
@@ -189,9 +195,15 @@ impl TransportLayer {
         };
         let conns = conn::ConnTable::new(
             config.limits,
-            config.idle_timeout,
-            config.max_connections,
-            config.connect_timeout,
+            conn::ConnTimeouts {
+                idle: config.idle_timeout,
+                message: config.message_timeout,
+                connect: config.connect_timeout,
+            },
+            conn::ConnCaps {
+                max: config.max_connections,
+                per_address: config.max_connections_per_address,
+            },
             tls_client,
             inbound.clone(),
         );

@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 pub struct Opts {
     pub tls: bool,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
     pub idle_timeout: Duration,
+    pub message_timeout: Duration,
     /// How long the handler waits before answering 200.
     pub handler_delay: Duration,
 }
@@ -32,7 +34,9 @@ impl Default for Opts {
         Opts {
             tls: false,
             max_connections: 64,
+            max_connections_per_address: 64,
             idle_timeout: Duration::from_secs(30),
+            message_timeout: Duration::from_secs(5),
             handler_delay: Duration::ZERO,
         }
     }
@@ -112,7 +116,9 @@ pub async fn start(opts: Opts) -> TestServer {
         listeners,
         limits: Limits::default(),
         idle_timeout: opts.idle_timeout,
+        message_timeout: opts.message_timeout,
         max_connections: opts.max_connections,
+        max_connections_per_address: opts.max_connections_per_address,
         connect_timeout: Duration::from_secs(2),
         udp_mtu_threshold: 1300,
         tls,
