@@ -195,6 +195,7 @@ class Ua(asyncio.DatagramProtocol):
                 # A retransmission of a NOTIFY already answered (RFC 3261
                 # §17.1.2.2: our 200 crossed its Timer E): answered again,
                 # not a second NOTIFY.
+                self.report["notify_retransmissions"] = self.report.get("notify_retransmissions", 0) + 1
                 return
             self.seen.add(key)
             note = re.search(r"<note>(.*?)</note>", body)
