@@ -349,6 +349,9 @@ impl Server {
                 }
                 crate::cluster::follow::follow(
                     pg.clone(),
+                    crate::cluster::Sharding {
+                        shards: cfg.cluster.shards,
+                    },
                     presence.clone(),
                     gateway.clone(),
                     adapter.clone(),

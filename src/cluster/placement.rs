@@ -33,8 +33,12 @@ pub enum Place {
 impl Placement {
     pub fn place(&self, aor: &str) -> Place {
         let shard = self.sharding.of(aor);
-        if self.holdings.epoch(shard).is_some() {
+        if self.holdings.serves(shard) {
             return Place::Here;
+        }
+        if self.holdings.epoch(shard).is_some() {
+            // Just taken, not yet loaded.
+            return Place::Nowhere;
         }
         match self.holdings.owner(shard) {
             Some(node) if node != self.node => {

@@ -20,11 +20,17 @@ pub(crate) enum Command {
         outcome: NotifyOutcome,
     },
     Reload(String),
-    /// The shards this node holds changed (issue 18): serve exactly the
-    /// records of those it holds now, and NOTIFY every subscription taken
-    /// over, so its watcher learns this node's Contact (RFC 6665
-    /// §4.1.2.1: the NOTIFY's Contact is the new remote target).
-    Shards,
+    /// The shards this node holds changed (issue 18): forget the
+    /// presentities of the shards lost, take in those of the shards taken
+    /// (never reloading the rest: a commit may be in flight for it), and
+    /// NOTIFY every subscription taken over, so its watcher learns this
+    /// node's Contact (RFC 6665 §4.1.2.1: the NOTIFY's Contact is the new
+    /// remote target).
+    Shards {
+        taken: Box<dyn Fn(&str) -> bool + Send>,
+        lost: Box<dyn Fn(&str) -> bool + Send>,
+        done: oneshot::Sender<()>,
+    },
     /// A read-only look for the admin views and metrics (`admin.rs`).
     Inspect(Box<dyn FnOnce(&mut Agent) + Send>),
     CpimSubscribe {
@@ -115,25 +121,17 @@ impl Agent {
                     tracing::error!(error = %e, "reload failed");
                 }
             }
-            Command::Shards => {
-                let before: std::collections::HashSet<std::sync::Arc<str>> =
-                    self.subs.keys().cloned().collect();
-                if let Err(e) = self.load() {
-                    tracing::error!(error = %e, "loading the shards held failed");
-                    return;
-                }
-                let adopted: Vec<std::sync::Arc<str>> = self
-                    .subs
-                    .keys()
-                    .filter(|id| !before.contains(*id))
-                    .cloned()
-                    .collect();
+            Command::Shards { taken, lost, done } => {
+                self.forget_presentities(&*lost);
+                let adopted = match self.absorb(&*taken) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::error!(error = %e, "loading the shards taken failed");
+                        return;
+                    }
+                };
                 tracing::info!(
                     adopted = adopted.len(),
-                    dropped = before
-                        .iter()
-                        .filter(|id| !self.subs.contains_key(*id))
-                        .count(),
                     "presence state follows the shards held"
                 );
                 let mut fx = Effects::default();
@@ -141,6 +139,7 @@ impl Agent {
                     self.notify_or_defer(&id, &mut fx);
                 }
                 self.run_effects(None, fx);
+                let _ = done.send(());
             }
             Command::CpimSubscribe {
                 watcher,

@@ -199,10 +199,18 @@ impl PresenceAgent {
     }
 
     /// Hands a REGISTER, PUBLISH or SUBSCRIBE to the agent.
-    /// The shards this node holds changed: reload what it serves from the
-    /// store (issue 18, `Command::Shards`).
-    pub fn shards_changed(&self) {
-        let _ = self.tx.send(Command::Shards);
+    /// The shards this node holds changed (issue 18): forget the
+    /// presentities `lost` accepts, take in those `taken` accepts; resolves
+    /// once done (`Command::Shards`).
+    pub async fn shards_changed(
+        &self,
+        taken: Box<dyn Fn(&str) -> bool + Send>,
+        lost: Box<dyn Fn(&str) -> bool + Send>,
+    ) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Command::Shards { taken, lost, done }).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub fn handle(&self, st: ServerTransaction) {
@@ -390,8 +398,30 @@ impl Agent {
         self.dialogs.clear_owner(DialogOwner::Presence);
         self.per_watcher.clear();
         self.timers.clear();
+        self.policies.clear();
+        self.publishers.clear();
+        self.absorb(&|_| true)?;
+        tracing::info!(
+            presentities = self.presentities.len(),
+            subscriptions = self.subs.len(),
+            "presence state loaded"
+        );
+        Ok(())
+    }
+
+    /// Adds the stored records of the presentities `mine` accepts, leaving
+    /// everything already held as it is (a subscription already held keeps
+    /// its in-memory state: a commit of it may be in flight). Returns the
+    /// subscriptions added.
+    pub(crate) fn absorb(
+        &mut self,
+        mine: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Arc<str>>, StoreError> {
         for (_, v) in self.store.scan(Tree::Registrations)? {
             let b: BindingRecord = decode(Tree::Registrations, &v)?;
+            if !mine(&b.aor) {
+                continue;
+            }
             self.timers
                 .push(Reverse((b.expires_at, TimerKey::Binding(b.key().into()))));
             self.presentities
@@ -402,6 +432,9 @@ impl Agent {
         }
         for (_, v) in self.store.scan(Tree::Publications)? {
             let p: PublicationRecord = decode(Tree::Publications, &v)?;
+            if !mine(&p.aor) {
+                continue;
+            }
             let doc = match esc::parse_body(&p.content_type, p.body.as_bytes()) {
                 Ok(d) => d,
                 Err(e) => {
@@ -419,32 +452,56 @@ impl Agent {
                 .publications
                 .push((p, doc));
         }
-        self.policies.clear();
         for (_, v) in self.store.scan(Tree::Policies)? {
             let p: records::PolicyRecord = decode(Tree::Policies, &v)?;
-            self.policies.insert((p.presentity, p.watcher), p.action);
+            if mine(&p.presentity) {
+                self.policies.insert((p.presentity, p.watcher), p.action);
+            }
         }
         // A store from before issue 14 has no grants: the tree is empty.
-        self.publishers.clear();
         for (_, v) in self.store.scan(Tree::Publishers)? {
             let g: records::PublisherRecord = decode(Tree::Publishers, &v)?;
-            self.publishers
-                .entry(g.presentity)
-                .or_default()
-                .insert(g.publisher);
+            if mine(&g.presentity) {
+                self.publishers
+                    .entry(g.presentity)
+                    .or_default()
+                    .insert(g.publisher);
+            }
         }
+        let mut added = Vec::new();
         let store = self.store.clone();
         store.visit(Tree::Subscriptions, &mut |k, v| {
             let s = SubscriptionRecord::from_stored(k, v)?;
-            self.add_sub(s);
+            if mine(&s.presentity) && !self.subs.contains_key(&*s.id) {
+                added.push(s.id.clone());
+                self.add_sub(s);
+            }
             Ok(())
         })?;
-        tracing::info!(
-            presentities = self.presentities.len(),
-            subscriptions = self.subs.len(),
-            "presence state loaded"
-        );
-        Ok(())
+        Ok(added)
+    }
+
+    /// Forgets every presentity `gone` accepts, with its watchers, policies
+    /// and grants (a shard this node no longer holds, issue 18). Their
+    /// timers find nothing when they fire.
+    pub(crate) fn forget_presentities(&mut self, gone: &dyn Fn(&str) -> bool) {
+        let aors: Vec<String> = self
+            .presentities
+            .keys()
+            .filter(|a| gone(a))
+            .cloned()
+            .collect();
+        for aor in aors {
+            if let Some(p) = self.presentities.get(&aor) {
+                let ids: Vec<Arc<str>> = p.watchers.iter().chain(p.winfo.iter()).cloned().collect();
+                for id in ids {
+                    self.remove_sub(&id);
+                }
+            }
+            self.presentities.remove(&aor);
+        }
+        self.policies.retain(|(p, _), _| !gone(p));
+        self.publishers.retain(|p, _| !gone(p));
     }
 
     /// The composed document of `aor` rendered as `format`.

@@ -36,6 +36,10 @@ pub struct Holdings {
     me: RwLock<Peer>,
     /// The store is closing: the shards given back are not to be followed.
     closing: std::sync::atomic::AtomicBool,
+    /// Held shards whose records the agents have loaded: only these are
+    /// served (a request for a shard just taken waits, or is refused with
+    /// 503, until then).
+    ready: RwLock<std::collections::HashSet<u32>>,
 }
 
 /// Where a node serves: `host:port` of its SIP (UDP) and HTTP listeners.
@@ -54,6 +58,7 @@ impl Default for Holdings {
             peers: RwLock::default(),
             me: RwLock::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            ready: RwLock::default(),
         }
     }
 }
@@ -117,6 +122,25 @@ impl Holdings {
         *self.me.write().unwrap_or_else(|p| p.into_inner()) = me;
     }
 
+    /// `shard` is held and its records are loaded: requests for it are
+    /// served here.
+    pub fn serves(&self, shard: u32) -> bool {
+        self.epoch(shard).is_some()
+            && self
+                .ready
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&shard)
+    }
+
+    /// The agents have loaded `shards`.
+    pub fn mark_ready(&self, shards: &[u32]) {
+        self.ready
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(shards.iter().copied());
+    }
+
     /// The store is closing (a clean stop gives every shard back).
     pub fn closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
@@ -141,8 +165,10 @@ impl Holdings {
     pub(super) fn drop_shards(&self, lost: &[u32]) {
         {
             let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
+            let mut ready = self.ready.write().unwrap_or_else(|p| p.into_inner());
             for s in lost {
                 held.remove(s);
+                ready.remove(s);
             }
         }
         if !lost.is_empty() {
@@ -280,10 +306,14 @@ pub(super) async fn acquire(
                 opts.node, opts.members
             )));
         }
-        return round(c, opts, holdings, Instant::now()).await;
+        round(c, opts, holdings, Instant::now()).await?;
+        // The agents load what is held at open before anything is served.
+        holdings.mark_ready(&holdings.shards());
+        return Ok(());
     }
     let wanted: Vec<i32> = (0..opts.shards as i32).collect();
     let taken = take(c, opts, holdings, &wanted).await?;
+    holdings.mark_ready(&taken);
     if taken.len() < wanted.len() {
         let others = c
             .query(
