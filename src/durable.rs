@@ -22,7 +22,14 @@ pub async fn commit(
     match &committed {
         Ok(()) => adapter.release(staged),
         Err(e) => {
-            tracing::error!(error = %e, "store commit failed: nothing it held is acknowledged");
+            // Refused at once because an earlier write failed: the store
+            // logged that failure, and a full disk would otherwise log
+            // every refused request.
+            if matches!(e, StoreError::Unwritable(_)) {
+                tracing::debug!(error = %e, "store commit refused: nothing it held is acknowledged");
+            } else {
+                tracing::error!(error = %e, "store commit failed: nothing it held is acknowledged");
+            }
             adapter.abandon(staged);
         }
     }

@@ -11,7 +11,12 @@ use crate::transaction::{ServerTransaction, TransactionLayer};
 use crate::transport::Resolver;
 use bytes::Bytes;
 use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
+
+/// Reload attempts in a row, a second apart, before the agent gives up
+/// and keeps the state it has (ten minutes of an unreadable store).
+const RELOAD_ATTEMPTS: u32 = 600;
 
 pub(crate) enum Command {
     Request(Box<ServerTransaction>),
@@ -19,7 +24,11 @@ pub(crate) enum Command {
         sub_id: String,
         outcome: NotifyOutcome,
     },
-    Reload(String),
+    /// Reload the state from the store after a failed commit; the number
+    /// is the request's place in `Agent::reloads`, so that a burst of
+    /// failures (a full disk refuses every change) costs one reload, not
+    /// one each.
+    Reload(u64),
     /// A read-only look for the admin views and metrics (`admin.rs`).
     Inspect(Box<dyn FnOnce(&mut Agent) + Send>),
     CpimSubscribe {
@@ -104,10 +113,11 @@ impl Agent {
                 let fx = self.on_notify_done(&sub_id, outcome);
                 self.run_effects(None, fx);
             }
-            Command::Reload(aor) => {
-                tracing::error!(%aor, "store commit failed; reloading presence state from the store");
-                if let Err(e) = self.load() {
-                    tracing::error!(error = %e, "reload failed");
+            Command::Reload(n) => {
+                // Only the latest request runs: it comes after every
+                // failure before it, so it reloads what they left.
+                if n == self.reloads.load(Ordering::Relaxed) {
+                    self.reload(n);
                 }
             }
             Command::CpimSubscribe {
@@ -192,6 +202,36 @@ impl Agent {
         }
     }
 
+    /// Reloads the state from the store (what is durable) after failed
+    /// commits. If the store cannot be read now (sled being reopened after
+    /// a failed write), tries again a second later, at most
+    /// [`RELOAD_ATTEMPTS`] times in a row.
+    fn reload(&mut self, n: u64) {
+        tracing::warn!("store commit failed; reloading presence state from the store");
+        let Err(e) = self.load() else {
+            self.reload_failures = 0;
+            return;
+        };
+        self.reload_failures += 1;
+        tracing::error!(error = %e, attempt = self.reload_failures, "presence state reload failed");
+        if self.reload_failures >= RELOAD_ATTEMPTS {
+            self.reload_failures = 0;
+            return;
+        }
+        let me = self.self_tx.clone();
+        let reloads = self.reloads.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            // A failure in the meantime has asked for a later one.
+            if reloads
+                .compare_exchange(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                let _ = me.send(Command::Reload(n + 1));
+            }
+        });
+    }
+
     fn fire_timers(&mut self) {
         let now = now_ms();
         let mut fx = Effects::default();
@@ -239,6 +279,7 @@ impl Agent {
         let layer = self.layer.clone();
         let resolver = self.resolver.clone();
         let me = self.self_tx.clone();
+        let reloads = self.reloads.clone();
         tokio::spawn(async move {
             let reply = st.zip(fx.reply);
             let committed = crate::durable::commit(&*store, &adapter, fx.batch, fx.staged).await;
@@ -247,7 +288,9 @@ impl Agent {
                     let r = crate::reject::Reject::StoreFailure.response(&st);
                     let _ = st.respond(r).await;
                 }
-                let _ = me.send(Command::Reload(fx.aor.unwrap_or_default()));
+                let n = reloads.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::debug!(aor = %fx.aor.unwrap_or_default(), "store commit failed; presence state will be reloaded");
+                let _ = me.send(Command::Reload(n));
                 return;
             }
             done();

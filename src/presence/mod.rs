@@ -192,6 +192,8 @@ impl PresenceAgent {
             publishers: HashMap::new(),
             per_watcher: Default::default(),
             watcher_hasher: std::hash::RandomState::new(),
+            reloads: Default::default(),
+            reload_failures: 0,
         };
         agent.load()?;
         tokio::spawn(agent.run(rx));
@@ -373,6 +375,10 @@ pub(crate) struct Agent {
     /// one count).
     pub per_watcher: crate::maps::FastMap<u64, u32>,
     pub watcher_hasher: std::hash::RandomState,
+    /// Reloads asked for after failed commits (`driver.rs`).
+    pub reloads: Arc<std::sync::atomic::AtomicU64>,
+    /// Reloads that failed in a row.
+    pub reload_failures: u32,
 }
 
 pub(crate) use crate::store::codec::{decode, encode};
