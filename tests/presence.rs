@@ -726,3 +726,54 @@ async fn shutdown_refuses_new_requests() {
         "the HTTP listener is closed"
     );
 }
+
+/// Issue 17: an expiry the store cannot make durable (a full disk) is
+/// refused; the state is reloaded from the store, which re-arms the
+/// expiry's timer in the past. Due timers then wait a second, so the
+/// failed expiry is retried about once a second, not in a loop that
+/// reloads the whole state as fast as the agent can (measured before the
+/// fix: thousands of refused commits in these 3 s). Once the store writes
+/// again, the subscription expires with its terminated NOTIFY.
+#[tokio::test]
+async fn an_expiry_the_store_refuses_is_retried_at_a_bounded_rate() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = TempDir::new("expfail");
+    let mut cfg = Config::default();
+    cfg.sip.listen = vec!["udp:127.0.0.1:0".into()];
+    cfg.cpim.listen = "127.0.0.1:0".into();
+    cfg.store.path = dir.0.join("store").display().to_string();
+    cfg.presence.min_expires = 1;
+    cfg.presence.default_policy = "allow".into();
+    let fail = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
+    let (f, r) = (fail.clone(), refused.clone());
+    let s = Server::start_with(&cfg, move |inner| {
+        Arc::new(support::FailingStore {
+            inner,
+            fail: f,
+            refused: r,
+        })
+    })
+    .await
+    .unwrap();
+    let watcher = Ua::new(s.local_addr(Proto::Udp).unwrap()).await;
+    let mut n = Vec::new();
+    let sub = subscribe(
+        "sip:alice@example.com",
+        "exp-fail",
+        1,
+        "Event: presence\r\n",
+    );
+    assert_eq!(watcher.request(&sub, &mut n).await.status(), Some(200));
+    watcher.triggered_notify(&mut n).await;
+    fail.store(true, Ordering::SeqCst);
+    // The expiry falls due after 1 s; nothing may be sent while it fails.
+    assert!(watcher.notify(Duration::from_secs(3), 200).await.is_none());
+    let tries = refused.load(Ordering::SeqCst);
+    assert!((1..=6).contains(&tries), "{tries} refused commits in 3 s");
+    fail.store(false, Ordering::SeqCst);
+    let m = watcher.notify(W, 200).await.expect("the expiry's NOTIFY");
+    assert_eq!(state(&m).0, SubState::Terminated, "{m:?}");
+    s.shutdown(Duration::from_secs(2)).await;
+}

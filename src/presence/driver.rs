@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Reload attempts in a row, a second apart, before the agent gives up
 /// and keeps the state it has (ten minutes of an unreadable store).
 const RELOAD_ATTEMPTS: u32 = 600;
+/// After a reload, how long due timers wait (see `Agent::reload`).
+const TIMERS_HELD_MS: i64 = 1000;
 
 pub(crate) enum Command {
     Request(Box<ServerTransaction>),
@@ -73,7 +75,10 @@ pub(crate) enum Command {
 impl Agent {
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         loop {
-            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let next = self
+                .timers
+                .peek()
+                .map(|Reverse((at, _))| (*at).max(self.timers_held_until));
             let sleep = async {
                 match next {
                     Some(at) => {
@@ -208,6 +213,11 @@ impl Agent {
     /// [`RELOAD_ATTEMPTS`] times in a row.
     fn reload(&mut self, n: u64) {
         tracing::warn!("store commit failed; reloading presence state from the store");
+        // The reload re-arms the timers of what failed to expire; due now,
+        // they would fail again at once and reload again, in a loop, for
+        // as long as the store cannot write (a full disk). Once a second
+        // is enough.
+        self.timers_held_until = now_ms() + TIMERS_HELD_MS;
         let Err(e) = self.load() else {
             self.reload_failures = 0;
             return;
@@ -234,6 +244,9 @@ impl Agent {
 
     fn fire_timers(&mut self) {
         let now = now_ms();
+        if now < self.timers_held_until {
+            return;
+        }
         let mut fx = Effects::default();
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {

@@ -194,6 +194,7 @@ impl PresenceAgent {
             watcher_hasher: std::hash::RandomState::new(),
             reloads: Default::default(),
             reload_failures: 0,
+            timers_held_until: 0,
         };
         agent.load()?;
         tokio::spawn(agent.run(rx));
@@ -379,6 +380,9 @@ pub(crate) struct Agent {
     pub reloads: Arc<std::sync::atomic::AtomicU64>,
     /// Reloads that failed in a row.
     pub reload_failures: u32,
+    /// No timer fires before this (ms since the epoch): set by a reload
+    /// after a failed commit (`driver.rs`).
+    pub timers_held_until: i64,
 }
 
 pub(crate) use crate::store::codec::{decode, encode};

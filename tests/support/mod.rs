@@ -379,6 +379,8 @@ pub fn pidf(entity: &str, id: &str, basic: &str, note: &str, ts: &str) -> String
 pub struct FailingStore {
     pub inner: std::sync::Arc<dyn sip_cpim_gateway::store::Store>,
     pub fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Commits refused so far.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl sip_cpim_gateway::store::Store for FailingStore {
@@ -403,6 +405,8 @@ impl sip_cpim_gateway::store::Store for FailingStore {
         batch: sip_cpim_gateway::store::Batch,
     ) -> sip_cpim_gateway::store::CommitFuture {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async {
                 Err(sip_cpim_gateway::store::StoreError::Io(
                     "injected commit failure".into(),
