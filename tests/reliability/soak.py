@@ -185,7 +185,8 @@ def main():
         return code
 
     t_end = mono() + a.max_seconds
-    res = {"count": a.count, "setup_errors": [], "refreshes": 0, "refresh_failures": 0}
+    res = {"count": a.count, "setup_errors": [], "refreshes": 0, "refresh_failures": 0,
+           "refresh_attempts_failed": {}, "refresh_failure_codes": []}
     created = {}
     for i in range(a.count):
         d = Dialog(i)
@@ -210,11 +211,22 @@ def main():
         if wait > 0:
             time.sleep(min(wait, 0.2))
             continue
-        code = subscribe(d, 120)
+        # A refresh that is not answered 2xx (a 503 from overload control,
+        # or no answer at all on a starved machine) is tried again 5 s later,
+        # up to 5 times, as a subscriber does before its subscription
+        # (Expires 120) runs out; 481 means it is gone.
+        code = None
+        for attempt in range(6):
+            code = subscribe(d, 120)
+            if code is not None and (200 <= code < 300 or code == 481):
+                break
+            res["refresh_attempts_failed"][str(code)] = res["refresh_attempts_failed"].get(str(code), 0) + 1
+            time.sleep(5)
         due[d.callid] = mono() + a.refresh
         res["refreshes"] += 1
         if code is None or not 200 <= code < 300:
             res["refresh_failures"] += 1
+            res["refresh_failure_codes"].append(code)
             d.refresh_failures += 1
     # The final check: a new note per presentity must reach its watcher.
     final_note = "final-%d" % random.randrange(1 << 30)
@@ -242,10 +254,11 @@ def main():
     sip.stop = True
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
-    print("soak.py: final NOTIFY reached %d of %d watchers (%.2f s); %d refreshes, %d failed; "
-          "%d terminated dialogs; setup errors %d"
+    print("soak.py: final NOTIFY reached %d of %d watchers (%.2f s); %d refreshes, %d failed; attempts "
+          "retried: %s; %d terminated dialogs; setup errors %d"
           % (len(order) - len(missing), len(order), res["final_wait_s"], res["refreshes"],
-             res["refresh_failures"], len(res["terminated"]), len(res["setup_errors"])), flush=True)
+             res["refresh_failures"], json.dumps(res["refresh_attempts_failed"]), len(res["terminated"]),
+             len(res["setup_errors"])), flush=True)
     return 0 if not missing and not res["terminated"] and not res["refresh_failures"] \
         and not res["setup_errors"] else 1
 

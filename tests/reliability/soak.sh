@@ -175,7 +175,10 @@ def sipp(label):
     # Overload control's refusals (503 + Retry-After, design: shed when a
     # request waited > max_queue_delay_ms): counted apart, not failures.
     err = os.path.join(work, "sipp-" + label, "errors.log")
-    shed = open(err, errors="replace").read().count("503 Service Unavailable (overloaded)") if os.path.exists(err) else 0
+    # A call aborted on a 503 (overloaded): one line of errors.log each.
+    shed = sum(1 for l in open(err, errors="replace")
+               if "Aborting call on unexpected message" in l
+               and "received 'SIP/2.0 503 Service Unavailable (overloaded)" in l) if os.path.exists(err) else 0
     return {"calls": g("TotalCallCreated"), "ok": g("SuccessfulCall(C)"), "failed": g("FailedCall(C)"),
             "retrans": g("Retransmissions(C)"), "shed": shed, "other": g("FailedCall(C)") - shed}
 soak = json.load(open(os.path.join(work, "soak.json"))) if os.path.exists(os.path.join(work, "soak.json")) else {}
@@ -208,8 +211,9 @@ print("SIPp exit statuses (pub, dlg): %s" % sipp_rc)
 print("RSS: second-third max %.1f MB, last-third max %.1f MB (%+.1f %%)" % (rss[0] / 1024, rss[1] / 1024, rss[2]))
 print("store: second-third max %.1f MB, last-third max %.1f MB (%+.1f %%)" % (store[0] / 1e6, store[1] / 1e6, store[2]))
 print("log: %d ERROR, %d WARN lines" % (err, warn))
-print("long-lived: %s of %s notified at the end; %s refreshes (%s failed); %s terminated" % (
+print("long-lived: %s of %s notified at the end; %s refreshes (%s failed %s; attempts retried by code: %s); %s terminated" % (
     soak.get("count", 0) - unnot, soak.get("count", "?"), soak.get("refreshes"), soak.get("refresh_failures"),
+    soak.get("refresh_failure_codes", []), json.dumps(soak.get("refresh_attempts_failed", {})),
     len(soak.get("terminated", []))))
 for k, ok in checks.items():
     print("%s: %s" % ("PASS" if ok else "FAIL", k))
