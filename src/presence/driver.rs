@@ -17,6 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Reload attempts in a row, a second apart, before the agent gives up
 /// and keeps the state it has (ten minutes of an unreadable store).
 const RELOAD_ATTEMPTS: u32 = 600;
+/// At most one log line about reloads this often (ms).
+const RELOAD_LOG_EVERY_MS: i64 = 10_000;
 /// After a reload, how long due timers wait (see `Agent::reload`).
 const TIMERS_HELD_MS: i64 = 1000;
 
@@ -212,7 +214,19 @@ impl Agent {
     /// a failed write), tries again a second later, at most
     /// [`RELOAD_ATTEMPTS`] times in a row.
     fn reload(&mut self, n: u64) {
-        tracing::warn!("store commit failed; reloading presence state from the store");
+        // One line per RELOAD_LOG_EVERY_MS: a full disk refuses every
+        // change, and each refusal may cost a reload.
+        let now = now_ms();
+        if now - self.reload_logged_at >= RELOAD_LOG_EVERY_MS {
+            tracing::warn!(
+                reloads_not_logged = self.reloads_not_logged,
+                "store commit failed; reloading presence state from the store"
+            );
+            self.reload_logged_at = now;
+            self.reloads_not_logged = 0;
+        } else {
+            self.reloads_not_logged += 1;
+        }
         // The reload re-arms the timers of what failed to expire; due now,
         // they would fail again at once and reload again, in a loop, for
         // as long as the store cannot write (a full disk). Once a second

@@ -195,6 +195,8 @@ impl PresenceAgent {
             reloads: Default::default(),
             reload_failures: 0,
             timers_held_until: 0,
+            reload_logged_at: i64::MIN / 2,
+            reloads_not_logged: 0,
         };
         agent.load()?;
         tokio::spawn(agent.run(rx));
@@ -383,6 +385,9 @@ pub(crate) struct Agent {
     /// No timer fires before this (ms since the epoch): set by a reload
     /// after a failed commit (`driver.rs`).
     pub timers_held_until: i64,
+    /// When a reload was last logged (ms), and reloads since.
+    pub reload_logged_at: i64,
+    pub reloads_not_logged: u64,
 }
 
 pub(crate) use crate::store::codec::{decode, encode};
