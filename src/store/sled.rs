@@ -653,25 +653,23 @@ async fn committer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Batch, 
             // A panic inside sled: nothing of the group is known durable.
             Err(e) => (Vec::new(), Err(io(&e))),
         };
-        let failed = flushed.is_err() || results.len() != waiters.len();
-        let mut first_error = flushed.clone().err();
-        for (i, w) in waiters.into_iter().enumerate() {
-            let r = match (results.get(i), &flushed) {
+        let answers: Vec<Result<(), StoreError>> = (0..waiters.len())
+            .map(|i| match (results.get(i), &flushed) {
                 (Some(Ok(_)), Ok(())) => Ok(()),
                 (Some(Err(e)), _) => Err(e.clone()),
                 (_, Err(e)) => Err(e.clone()),
                 (None, Ok(())) => Err(StoreError::Io("batch not applied".into())),
-            };
-            if let Err(e) = &r {
-                first_error.get_or_insert_with(|| e.clone());
-            }
-            let _ = w.send(r);
-        }
-        if failed || first_error.is_some() {
+            })
+            .collect();
+        if let Some(Err(e)) = answers.iter().find(|r| r.is_err()) {
+            // Unhealthy (`/readyz`) before anyone hears of the failure.
             shared.healthy.store(false, Ordering::Relaxed);
-            tracing::error!(error = %first_error.map(|e| e.to_string()).unwrap_or_default(),
+            tracing::error!(error = %e,
                 "store write failed: refusing changes until sled is reopened and writes again");
             recovery = Some((tokio::time::Instant::now() + RECOVERY_FIRST, RECOVERY_FIRST));
+        }
+        for (w, r) in waiters.into_iter().zip(answers) {
+            let _ = w.send(r);
         }
     }
 }
