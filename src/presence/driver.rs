@@ -232,12 +232,18 @@ impl Agent {
         // as long as the store cannot write (a full disk). Once a second
         // is enough.
         self.timers_held_until = now_ms() + TIMERS_HELD_MS;
-        let Err(e) = self.load() else {
+        let Err(e) = self.reload_state() else {
             self.reload_failures = 0;
             return;
         };
         self.reload_failures += 1;
-        tracing::error!(error = %e, attempt = self.reload_failures, "presence state reload failed");
+        // Every failed commit asks for a reload, and while the store
+        // cannot be read each fails: the first of a run is logged.
+        if self.reload_failures == 1 {
+            tracing::error!(error = %e, "presence state reload failed; the state is kept, and the reload retried every second");
+        } else {
+            tracing::debug!(error = %e, attempt = self.reload_failures, "presence state reload failed");
+        }
         if self.reload_failures >= RELOAD_ATTEMPTS {
             self.reload_failures = 0;
             return;

@@ -393,13 +393,34 @@ pub(crate) struct Agent {
 pub(crate) use crate::store::codec::{decode, encode};
 
 impl Agent {
+    /// Reads the state from the store (startup). See [`Agent::reload`].
     fn load(&mut self) -> Result<(), StoreError> {
+        let regs = self.store.scan(Tree::Registrations)?;
+        self.load_with(regs)
+    }
+
+    /// Reloads the state after a failed commit. Nothing is cleared unless
+    /// the store can be read: sled refuses reads too once a write has
+    /// failed (measured on a full disk), and a reload cut short would
+    /// leave the agent without its state. The subscriptions are streamed
+    /// (their count can be large), so they are read once without keeping
+    /// anything first.
+    pub(crate) fn reload_state(&mut self) -> Result<(), StoreError> {
+        let regs = self.store.scan(Tree::Registrations)?;
+        for t in [Tree::Publications, Tree::Policies, Tree::Publishers] {
+            self.store.visit(t, &mut |_, _| Ok(()))?;
+        }
+        self.store.visit(Tree::Subscriptions, &mut |_, _| Ok(()))?;
+        self.load_with(regs)
+    }
+
+    fn load_with(&mut self, regs: crate::store::Records) -> Result<(), StoreError> {
         self.presentities.clear();
         self.subs.clear();
         self.dialogs.clear_owner(DialogOwner::Presence);
         self.per_watcher.clear();
         self.timers.clear();
-        for (_, v) in self.store.scan(Tree::Registrations)? {
+        for (_, v) in regs {
             let b: BindingRecord = decode(Tree::Registrations, &v)?;
             self.timers
                 .push(Reverse((b.expires_at, TimerKey::Binding(b.key().into()))));

@@ -107,7 +107,10 @@ def summary(ops):
         codes = {}
         for o in ko:
             if o.state == "refused":
-                codes[str(o.code)] = codes.get(str(o.code), 0) + 1
+                # Overload control's 503 (a starved machine) is not the
+                # store's: counted apart.
+                c = str(o.code) + ("-overloaded" if "(overloaded)" in str(o.resp or "") else "")
+                codes[c] = codes.get(c, 0) + 1
         out[k] = {"sent": len(ko), "acked": sum(o.state == "acked" for o in ko),
                   "refused": sum(o.state == "refused" for o in ko),
                   "unanswered": sum(o.state == "unanswered" for o in ko), "codes": codes}
