@@ -64,6 +64,7 @@ async fn env_with(token: &str, tune: impl FnOnce(&mut Config, &TempDir)) -> Env 
             inner,
             fail: flag,
             refused: Default::default(),
+            reads_fail: false,
         })
     })
     .await

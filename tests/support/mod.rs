@@ -381,6 +381,26 @@ pub struct FailingStore {
     pub fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Commits refused so far.
     pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set with `fail`: reads of the subscriptions fail too (sled after a
+    /// failed write refuses reads; here the last tree a reload reads).
+    pub reads_fail: bool,
+}
+
+impl FailingStore {
+    fn read_fault(
+        &self,
+        tree: sip_cpim_gateway::store::Tree,
+    ) -> Result<(), sip_cpim_gateway::store::StoreError> {
+        if self.reads_fail
+            && tree == sip_cpim_gateway::store::Tree::Subscriptions
+            && self.fail.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(sip_cpim_gateway::store::StoreError::Io(
+                "injected read failure".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl sip_cpim_gateway::store::Store for FailingStore {
@@ -389,6 +409,7 @@ impl sip_cpim_gateway::store::Store for FailingStore {
         tree: sip_cpim_gateway::store::Tree,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, sip_cpim_gateway::store::StoreError> {
+        self.read_fault(tree)?;
         self.inner.get(tree, key)
     }
 
@@ -397,6 +418,7 @@ impl sip_cpim_gateway::store::Store for FailingStore {
         tree: sip_cpim_gateway::store::Tree,
         f: sip_cpim_gateway::store::Visitor<'_>,
     ) -> Result<(), sip_cpim_gateway::store::StoreError> {
+        self.read_fault(tree)?;
         self.inner.visit(tree, f)
     }
 
