@@ -22,7 +22,11 @@ pub async fn commit(
     match &committed {
         Ok(()) => adapter.release(staged),
         Err(e) => {
-            tracing::error!(error = %e, "store commit failed: nothing it held is acknowledged");
+            // Not logged above debug: the store logs the failure itself,
+            // once (SledStore's committer, at error, for each write that
+            // fails; commits refused after it are not), and a full disk
+            // would otherwise log every request of the group and after.
+            tracing::debug!(error = %e, "store commit failed: nothing it held is acknowledged");
             adapter.abandon(staged);
         }
     }

@@ -60,7 +60,12 @@ async fn env_with(token: &str, tune: impl FnOnce(&mut Config, &TempDir)) -> Env 
     let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = fail.clone();
     let server = Server::start_with(&cfg, move |inner| {
-        std::sync::Arc::new(support::FailingStore { inner, fail: flag })
+        std::sync::Arc::new(support::FailingStore {
+            inner,
+            fail: flag,
+            refused: Default::default(),
+            reads_fail: false,
+        })
     })
     .await
     .unwrap();

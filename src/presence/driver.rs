@@ -11,7 +11,16 @@ use crate::transaction::{ServerTransaction, TransactionLayer};
 use crate::transport::Resolver;
 use bytes::Bytes;
 use std::cmp::Reverse;
+use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
+
+/// Reload attempts in a row, a second apart, before the agent gives up
+/// and keeps the state it has (ten minutes of an unreadable store).
+const RELOAD_ATTEMPTS: u32 = 600;
+/// At most one log line about reloads this often (ms).
+const RELOAD_LOG_EVERY_MS: i64 = 10_000;
+/// After a reload, how long due timers wait (see `Agent::reload`).
+const TIMERS_HELD_MS: i64 = 1000;
 
 pub(crate) enum Command {
     Request(Box<ServerTransaction>),
@@ -19,7 +28,11 @@ pub(crate) enum Command {
         sub_id: String,
         outcome: NotifyOutcome,
     },
-    Reload(String),
+    /// Reload the state from the store after a failed commit; the number
+    /// is the request's place in `Agent::reloads`, so that a burst of
+    /// failures (a full disk refuses every change) costs one reload, not
+    /// one each.
+    Reload(u64),
     /// The shards this node holds changed (issue 18): forget the
     /// presentities of the shards lost, take in those of the shards taken
     /// (never reloading the rest: a commit may be in flight for it), and
@@ -75,7 +88,10 @@ pub(crate) enum Command {
 impl Agent {
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         loop {
-            let next = self.timers.peek().map(|Reverse((at, _))| *at);
+            let next = self
+                .timers
+                .peek()
+                .map(|Reverse((at, _))| (*at).max(self.timers_held_until));
             let sleep = async {
                 match next {
                     Some(at) => {
@@ -115,10 +131,11 @@ impl Agent {
                 let fx = self.on_notify_done(&sub_id, outcome);
                 self.run_effects(None, fx);
             }
-            Command::Reload(aor) => {
-                tracing::error!(%aor, "store commit failed; reloading presence state from the store");
-                if let Err(e) = self.load() {
-                    tracing::error!(error = %e, "reload failed");
+            Command::Reload(n) => {
+                // Only the latest request runs: it comes after every
+                // failure before it, so it reloads what they left.
+                if n == self.reloads.load(Ordering::Relaxed) {
+                    self.reload(n);
                 }
             }
             Command::Shards { taken, lost, done } => {
@@ -223,8 +240,64 @@ impl Agent {
         }
     }
 
+    /// Reloads the state from the store (what is durable) after failed
+    /// commits. If the store cannot be read now (sled being reopened after
+    /// a failed write), tries again a second later, at most
+    /// [`RELOAD_ATTEMPTS`] times in a row.
+    fn reload(&mut self, n: u64) {
+        // One line per RELOAD_LOG_EVERY_MS: a full disk refuses every
+        // change, and each refusal may cost a reload.
+        let now = now_ms();
+        if now - self.reload_logged_at >= RELOAD_LOG_EVERY_MS {
+            tracing::warn!(
+                reloads_not_logged = self.reloads_not_logged,
+                "store commit failed; reloading presence state from the store"
+            );
+            self.reload_logged_at = now;
+            self.reloads_not_logged = 0;
+        } else {
+            self.reloads_not_logged += 1;
+        }
+        // The reload re-arms the timers of what failed to expire; due now,
+        // they would fail again at once and reload again, in a loop, for
+        // as long as the store cannot write (a full disk). Once a second
+        // is enough.
+        self.timers_held_until = now_ms() + TIMERS_HELD_MS;
+        let Err(e) = self.reload_state() else {
+            self.reload_failures = 0;
+            return;
+        };
+        self.reload_failures += 1;
+        // Every failed commit asks for a reload, and while the store
+        // cannot be read each fails: the first of a run is logged.
+        if self.reload_failures == 1 {
+            tracing::error!(error = %e, "presence state reload failed; the state is kept, and the reload retried every second");
+        } else {
+            tracing::debug!(error = %e, attempt = self.reload_failures, "presence state reload failed");
+        }
+        if self.reload_failures >= RELOAD_ATTEMPTS {
+            self.reload_failures = 0;
+            return;
+        }
+        let me = self.self_tx.clone();
+        let reloads = self.reloads.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            // A failure in the meantime has asked for a later one.
+            if reloads
+                .compare_exchange(n, n + 1, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                let _ = me.send(Command::Reload(n + 1));
+            }
+        });
+    }
+
     fn fire_timers(&mut self) {
         let now = now_ms();
+        if now < self.timers_held_until {
+            return;
+        }
         let mut fx = Effects::default();
         while let Some(Reverse((at, _))) = self.timers.peek() {
             if *at > now {
@@ -270,6 +343,7 @@ impl Agent {
         let layer = self.layer.clone();
         let resolver = self.resolver.clone();
         let me = self.self_tx.clone();
+        let reloads = self.reloads.clone();
         tokio::spawn(async move {
             let reply = st.zip(fx.reply);
             let committed = crate::durable::commit(&*store, &adapter, fx.batch, fx.staged).await;
@@ -278,7 +352,9 @@ impl Agent {
                     let r = crate::reject::Reject::StoreFailure.response(&st);
                     let _ = st.respond(r).await;
                 }
-                let _ = me.send(Command::Reload(fx.aor.unwrap_or_default()));
+                let n = reloads.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::debug!(aor = %fx.aor.unwrap_or_default(), "store commit failed; presence state will be reloaded");
+                let _ = me.send(Command::Reload(n));
                 return;
             }
             done();

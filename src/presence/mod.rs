@@ -192,6 +192,11 @@ impl PresenceAgent {
             publishers: HashMap::new(),
             per_watcher: Default::default(),
             watcher_hasher: std::hash::RandomState::new(),
+            reloads: Default::default(),
+            reload_failures: 0,
+            timers_held_until: 0,
+            reload_logged_at: i64::MIN / 2,
+            reloads_not_logged: 0,
         };
         agent.load()?;
         tokio::spawn(agent.run(rx));
@@ -387,12 +392,43 @@ pub(crate) struct Agent {
     /// one count).
     pub per_watcher: crate::maps::FastMap<u64, u32>,
     pub watcher_hasher: std::hash::RandomState,
+    /// Reloads asked for after failed commits (`driver.rs`).
+    pub reloads: Arc<std::sync::atomic::AtomicU64>,
+    /// Reloads that failed in a row.
+    pub reload_failures: u32,
+    /// No timer fires before this (ms since the epoch): set by a reload
+    /// after a failed commit (`driver.rs`).
+    pub timers_held_until: i64,
+    /// When a reload was last logged (ms), and reloads since.
+    pub reload_logged_at: i64,
+    pub reloads_not_logged: u64,
 }
 
 pub(crate) use crate::store::codec::{decode, encode};
 
 impl Agent {
+    /// Reads the state from the store (startup). See [`Agent::reload`].
     fn load(&mut self) -> Result<(), StoreError> {
+        let regs = self.store.scan(Tree::Registrations)?;
+        self.load_with(regs)
+    }
+
+    /// Reloads the state after a failed commit. Nothing is cleared unless
+    /// the store can be read: sled refuses reads too once a write has
+    /// failed (measured on a full disk), and a reload cut short would
+    /// leave the agent without its state. The subscriptions are streamed
+    /// (their count can be large), so they are read once without keeping
+    /// anything first.
+    pub(crate) fn reload_state(&mut self) -> Result<(), StoreError> {
+        let regs = self.store.scan(Tree::Registrations)?;
+        for t in [Tree::Publications, Tree::Policies, Tree::Publishers] {
+            self.store.visit(t, &mut |_, _| Ok(()))?;
+        }
+        self.store.visit(Tree::Subscriptions, &mut |_, _| Ok(()))?;
+        self.load_with(regs)
+    }
+
+    fn load_with(&mut self, regs: crate::store::Records) -> Result<(), StoreError> {
         self.presentities.clear();
         self.subs.clear();
         self.dialogs.clear_owner(DialogOwner::Presence);
@@ -400,7 +436,7 @@ impl Agent {
         self.timers.clear();
         self.policies.clear();
         self.publishers.clear();
-        self.absorb(&|_| true)?;
+        self.absorb_with(regs, &|_| true)?;
         tracing::info!(
             presentities = self.presentities.len(),
             subscriptions = self.subs.len(),
@@ -417,7 +453,16 @@ impl Agent {
         &mut self,
         mine: &dyn Fn(&str) -> bool,
     ) -> Result<Vec<Arc<str>>, StoreError> {
-        for (_, v) in self.store.scan(Tree::Registrations)? {
+        let regs = self.store.scan(Tree::Registrations)?;
+        self.absorb_with(regs, mine)
+    }
+
+    fn absorb_with(
+        &mut self,
+        regs: crate::store::Records,
+        mine: &dyn Fn(&str) -> bool,
+    ) -> Result<Vec<Arc<str>>, StoreError> {
+        for (_, v) in regs {
             let b: BindingRecord = decode(Tree::Registrations, &v)?;
             if !mine(&b.aor) {
                 continue;

@@ -118,6 +118,10 @@ pub enum StoreError {
     Io(String),
     #[error("store is shut down")]
     Closed,
+    /// A write failed earlier and sled has not been reopened yet (issue
+    /// 17): nothing is written until it has, and this refusal is at once.
+    #[error("store not writable: {0}")]
+    Unwritable(String),
     #[error("corrupt record in {tree}: {reason}")]
     Corrupt { tree: &'static str, reason: String },
     /// A record in a version this build does not know (a newer one wrote

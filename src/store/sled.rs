@@ -11,12 +11,25 @@
 //! as an error: it panics on some (caught here, without the panic message
 //! on stderr) and recovers others to an earlier, emptier state (caught by
 //! the generation check).
+//!
+//! A write that fails (a full disk, an I/O error; issue 17) leaves sled 0.34
+//! failed for good: every later write returns the same error, even once
+//! space is back, and its memory still holds the changes of the batches
+//! whose flush failed, which the disk may not. So after a failed group the
+//! store (1) reads through a *shadow* of the durable values of the keys
+//! those batches changed, (2) refuses every commit at once, and (3) the
+//! committer tries, with backoff, to reopen sled from its files, write the
+//! shadow back (undoing whatever part of the failed batches reached the
+//! disk) and flush; once that succeeds it is healthy again. Measured and
+//! explained in docs/reliability.md ("Disk full and I/O errors").
 
 use super::manifest::{self, Found, Manifest, Refusal};
 use super::{Batch, CommitFuture, Op, OpenError, OpenOptions, Store, StoreError, Tree, Visitor};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 type Waiter = oneshot::Sender<Result<(), StoreError>>;
@@ -33,22 +46,59 @@ const GENERATION: &[u8] = b"generation";
 /// with `start_after_corruption` acknowledges it.
 const RECORDS_ASIDE: &[u8] = b"records-aside";
 
-/// What an open store holds; taken out by [`SledStore::close`].
-struct Open {
+/// The first wait before the committer tries to recover from a failed
+/// write; it doubles after each failed attempt, up to [`RECOVERY_MAX`].
+const RECOVERY_FIRST: Duration = Duration::from_millis(250);
+const RECOVERY_MAX: Duration = Duration::from_secs(4);
+/// Written, synced and removed in the store directory before a recovery
+/// attempt: reopening sled on a disk that is still full fails (measured)
+/// after dropping the handles reads need, so it is not tried before the
+/// filesystem takes a write of this size. Not a sled file: the manifest's
+/// checks ignore it.
+const PROBE_FILE: &str = "gateway-store.probe";
+const PROBE_BYTES: usize = 1 << 20;
+
+/// sled's handles. Replaced when the committer reopens sled after a failed
+/// write.
+struct Handles {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     guard: sled::Tree,
+}
+
+/// Per tree (by [`Tree::index`]): key → its durable value (`None`: absent),
+/// for the keys that batches whose flush failed changed in sled's memory.
+type Shadow = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+
+/// What the readers and the committer share.
+struct Shared {
+    /// `None` only while a reopen holds no sled, or after one failed.
+    handles: RwLock<Option<Handles>>,
+    /// Reads see these values over sled's until a compensating batch that
+    /// writes them is durable (see the module's documentation).
+    shadow: Mutex<Shadow>,
+    /// The last group commit succeeded, or the store recovered since
+    /// (readiness, `/readyz`).
+    healthy: AtomicBool,
+    /// The generation last written into sled and the manifest.
+    generation: AtomicU64,
+    path: PathBuf,
+    cache_bytes: u64,
+    /// Fault injection for the unit tests: every group's flush fails, and
+    /// so does every recovery attempt, while set.
+    #[cfg(test)]
+    fail_writes: AtomicBool,
+}
+
+/// The write side of an open store; taken out by [`SledStore::close`].
+struct Open {
     tx: mpsc::UnboundedSender<(Batch, Waiter)>,
     committer: tokio::task::JoinHandle<()>,
 }
 
 pub struct SledStore {
-    /// The last group commit succeeded (readiness, `/readyz`).
-    healthy: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     open: RwLock<Option<Open>>,
-    /// The generation last written into sled and the manifest.
-    generation: AtomicU64,
-    path: PathBuf,
     opts: OpenOptions,
 }
 
@@ -57,6 +107,16 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 }
 
 impl Refusal {
+    /// The fault alone (a reopen after a failed write).
+    fn describe(&self) -> String {
+        match self {
+            Refusal::Damaged(m) | Refusal::Newer(m) | Refusal::Foreign(m) | Refusal::Io(m) => {
+                m.clone()
+            }
+            Refusal::MovedAside(p) => format!("moved aside to {}", p.display()),
+        }
+    }
+
     fn into_open_error(self, path: &Path) -> OpenError {
         let path_s = path.display().to_string();
         match self {
@@ -180,19 +240,20 @@ impl SledStore {
             )));
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let healthy = Arc::new(AtomicBool::new(true));
-        let committer = tokio::spawn(committer(db.clone(), trees.clone(), rx, healthy.clone()));
-        Ok(SledStore {
-            healthy,
-            open: RwLock::new(Some(Open {
-                db,
-                trees,
-                guard,
-                tx,
-                committer,
-            })),
+        let shared = Arc::new(Shared {
+            handles: RwLock::new(Some(Handles { db, trees, guard })),
+            shadow: Mutex::new(vec![BTreeMap::new(); Tree::ALL.len()]),
+            healthy: AtomicBool::new(true),
             generation: AtomicU64::new(generation.max(m.generation)),
             path: path.to_owned(),
+            cache_bytes: opts.cache_bytes,
+            #[cfg(test)]
+            fail_writes: AtomicBool::new(false),
+        });
+        let committer = tokio::spawn(committer(shared.clone(), rx));
+        Ok(SledStore {
+            shared,
+            open: RwLock::new(Some(Open { tx, committer })),
             opts,
         })
     }
@@ -200,19 +261,44 @@ impl SledStore {
     /// The store is accepted: a new generation is written into sled, then
     /// into the manifest. Call once, before serving.
     pub fn begin(&self) -> Result<(), StoreError> {
-        let g = self.generation.load(Ordering::Relaxed) + 1;
-        self.with_open(|o| {
-            o.guard.insert(GENERATION, &g.to_be_bytes()).map_err(io)?;
-            o.db.flush().map_err(io)
+        let g = self.shared.generation.load(Ordering::Relaxed) + 1;
+        self.with_handles(|h| {
+            h.guard.insert(GENERATION, &g.to_be_bytes()).map_err(io)?;
+            h.db.flush().map_err(io)
         })??;
-        self.generation.store(g, Ordering::Relaxed);
-        manifest::write(&self.path, &Manifest::new(g))
-            .map_err(|r| io(r.into_open_error(&self.path)))
+        self.shared.generation.store(g, Ordering::Relaxed);
+        manifest::write(&self.shared.path, &Manifest::new(g))
+            .map_err(|r| io(r.into_open_error(&self.shared.path)))
     }
 
-    fn with_open<T>(&self, f: impl FnOnce(&Open) -> T) -> Result<T, StoreError> {
-        let open = self.open.read().unwrap_or_else(|p| p.into_inner());
-        open.as_ref().map(f).ok_or(StoreError::Closed)
+    /// Runs `f` on sled's handles: [`StoreError::Closed`] after `close`,
+    /// [`StoreError::Unwritable`] while a failed reopen left none.
+    fn with_handles<T>(&self, f: impl FnOnce(&Handles) -> T) -> Result<T, StoreError> {
+        let handles = self
+            .shared
+            .handles
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        match handles.as_ref() {
+            Some(h) => Ok(f(h)),
+            None if self
+                .open
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none() =>
+            {
+                Err(StoreError::Closed)
+            }
+            None => Err(StoreError::Unwritable(
+                "sled is being reopened after a failed write".into(),
+            )),
+        }
+    }
+
+    /// The shadowed (durable) value of `key`, if a failed batch changed it.
+    fn shadowed(&self, tree: Tree, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let shadow = self.shared.shadow.lock().unwrap_or_else(|p| p.into_inner());
+        shadow[tree.index()].get(key).cloned()
     }
 
     /// Stops accepting commits, waits for queued ones, writes a new
@@ -224,22 +310,38 @@ impl SledStore {
         let Some(open) = self.open.write().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
         };
-        let Open {
-            db,
-            trees,
-            guard,
-            tx,
-            committer,
-        } = open;
+        let Open { tx, committer } = open;
         drop(tx);
         let _ = committer.await;
-        let g = self.generation.load(Ordering::Relaxed) + 1;
+        // Stopped while failed: one last recovery, so that what the failed
+        // batches left on disk is undone and the stop is a clean one.
+        if !self.healthy() {
+            let s = self.shared.clone();
+            match tokio::task::spawn_blocking(move || recover(&s)).await {
+                Ok(Ok(())) => self.shared.healthy.store(true, Ordering::Relaxed),
+                Ok(Err(e)) => tracing::error!(error = %e,
+                    "store still not writable at stop: a batch answered with an error may have reached the disk in part"),
+                Err(e) => tracing::error!(error = %e, "store recovery at stop failed"),
+            }
+        }
+        let taken = self
+            .shared
+            .handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(Handles { db, trees, guard }) = taken else {
+            return Err(StoreError::Unwritable(
+                "closed while sled could not be reopened after a failed write".into(),
+            ));
+        };
+        let g = self.shared.generation.load(Ordering::Relaxed) + 1;
         let last = match guard.insert(GENERATION, &g.to_be_bytes()) {
             Ok(_) => db.flush_async().await.map(|_| ()).map_err(io),
             Err(e) => Err(io(e)),
         };
         drop((trees, guard, db));
-        let path = self.path.clone();
+        let path = self.shared.path.clone();
         // sled hands sealed log buffers to its own thread pool for writing,
         // and each such job holds the store's file — and with it the
         // exclusive lock taken at open — until it ends, after the last `Db`
@@ -262,14 +364,15 @@ impl SledStore {
         .await
         .map_err(io)?;
         last?;
-        self.generation.store(g, Ordering::Relaxed);
+        self.shared.generation.store(g, Ordering::Relaxed);
         let mut m = Manifest::new(g);
+        let path = &self.shared.path;
         match stamped {
             Ok(stamps) => m.clean_stop = Some(stamps),
-            Err(e) => tracing::warn!(path = %self.path.display(), error = %e,
+            Err(e) => tracing::warn!(path = %path.display(), error = %e,
                 "store closed without its clean-stop stamps; the next start checks only its generation"),
         }
-        manifest::write(&self.path, &m).map_err(|r| io(r.into_open_error(&self.path)))
+        manifest::write(path, &m).map_err(|r| io(r.into_open_error(path)))
     }
 
     /// Lets go of the store without writing to it (a refused start): no
@@ -280,9 +383,15 @@ impl SledStore {
         if let Some(o) = open {
             drop(o.tx);
             let _ = o.committer.await;
-            drop((o.trees, o.guard, o.db));
         }
-        let db = self.path.join("db");
+        drop(
+            self.shared
+                .handles
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+        let db = self.shared.path.join("db");
         let _ = tokio::task::spawn_blocking(move || lock_released(&db)).await;
     }
 
@@ -291,21 +400,22 @@ impl SledStore {
     /// as [`SledStore::open_with`] does.
     pub async fn condemn(self, fault: String) -> Result<SledStore, OpenError> {
         self.release().await;
-        Self::after_damage(&self.path, self.opts, fault)
+        Self::after_damage(&self.shared.path, self.opts, fault)
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.shared.path
     }
 
-    /// The last group commit was applied and flushed.
+    /// The last group commit was applied and flushed, or the store has
+    /// recovered from a failed one since.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.shared.healthy.load(Ordering::Relaxed)
     }
 
     /// Bytes on disk (for metrics).
     pub fn size_on_disk(&self) -> u64 {
-        self.with_open(|o| o.db.size_on_disk().unwrap_or(0))
+        self.with_handles(|h| h.db.size_on_disk().unwrap_or(0))
             .unwrap_or(0)
     }
 
@@ -313,7 +423,7 @@ impl SledStore {
     /// to go on without them, if that has not been acknowledged yet.
     pub fn records_aside(&self) -> Result<Option<String>, StoreError> {
         let v = self
-            .with_open(|o| o.guard.get(RECORDS_ASIDE))?
+            .with_handles(|h| h.guard.get(RECORDS_ASIDE))?
             .map_err(io)?;
         Ok(v.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -327,7 +437,7 @@ impl SledStore {
         file: Option<&str>,
     ) -> Result<(), StoreError> {
         use sled::Transactional;
-        self.with_open(|o| {
+        self.with_handles(|o| {
             let mut all: Vec<&sled::Tree> = o.trees.iter().collect();
             all.push(&o.guard);
             all.as_slice()
@@ -471,14 +581,28 @@ fn lock_released(file: &Path) -> bool {
     }
 }
 
-async fn committer(
-    db: sled::Db,
-    trees: Vec<sled::Tree>,
-    mut rx: mpsc::UnboundedReceiver<(Batch, Waiter)>,
-    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
+/// When the committer next tries to recover from a failed write, and how
+/// long it waits after that one if it fails too.
+type Recovery = Option<(tokio::time::Instant, Duration)>;
+
+async fn committer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<(Batch, Waiter)>) {
     let mut group: Vec<(Batch, Waiter)> = Vec::with_capacity(256);
-    while let Some(first) = rx.recv().await {
+    let mut recovery: Recovery = None;
+    // Bounded by the channel: it ends when the store is closed (`close`
+    // drops the sender). A failed store is retried with backoff, not in a
+    // busy loop.
+    loop {
+        let first = match recovery {
+            Some((at, wait)) => tokio::select! {
+                m = rx.recv() => m,
+                () = tokio::time::sleep_until(at) => {
+                    recovery = try_recover(&shared, wait).await;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(first) = first else { break };
         group.push(first);
         while group.len() < 4096 {
             match rx.try_recv() {
@@ -486,68 +610,221 @@ async fn committer(
                 Err(_) => break,
             }
         }
-        // Apply on a blocking thread: sled's transactions and flush do I/O.
-        let db2 = db.clone();
-        let trees2 = trees.clone();
+        if recovery.is_some() {
+            // sled cannot write until it is reopened: refuse at once, so
+            // the caller answers 500/503 instead of waiting (issue 17).
+            for (_, w) in group.drain(..) {
+                let _ = w.send(Err(StoreError::Unwritable(
+                    "a write failed; waiting for the store to recover".into(),
+                )));
+            }
+            continue;
+        }
         let (batches, waiters): (Vec<Batch>, Vec<Waiter>) = group.drain(..).unzip();
+        // Apply on a blocking thread: sled's transactions and flush do I/O.
+        let s = shared.clone();
         let applied = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let results: Vec<Result<(), StoreError>> =
-                batches.iter().map(|b| apply(&trees2, b)).collect();
-            let flushed = db2.flush().map(|_| ()).map_err(io);
+            let guard = s.handles.read().unwrap_or_else(|p| p.into_inner());
+            let Some(h) = guard.as_ref() else {
+                let e = StoreError::Unwritable("sled is not open".into());
+                return (batches.iter().map(|_| Err(e.clone())).collect(), Err(e));
+            };
+            let results: Vec<Result<Vec<Option<sled::IVec>>, StoreError>> =
+                batches.iter().map(|b| apply(&h.trees, b)).collect();
+            let flushed = h.db.flush().map(|_| ()).map_err(io);
+            #[cfg(test)]
+            let flushed = match s.fail_writes.load(Ordering::Relaxed) {
+                true => Err(io("injected write failure")),
+                false => flushed,
+            };
+            drop(guard);
             metrics::histogram!(crate::metrics::STORE_FLUSH_SECONDS)
                 .record(started.elapsed().as_secs_f64());
             metrics::counter!(crate::metrics::STORE_BATCHES).increment(results.len() as u64);
+            if flushed.is_err() {
+                shadow_failed(&s, &batches, &results);
+            }
             (results, flushed)
         })
         .await;
-        match applied {
-            Ok((results, flushed)) => {
-                healthy.store(
-                    flushed.is_ok() && results.iter().all(Result::is_ok),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
-                for (w, r) in waiters.into_iter().zip(results) {
-                    let r = r.and_then(|_| flushed.clone());
-                    let _ = w.send(r);
-                }
-            }
-            Err(e) => {
-                healthy.store(false, std::sync::atomic::Ordering::Relaxed);
-                for w in waiters {
-                    let _ = w.send(Err(io(&e)));
-                }
-            }
+        let (results, flushed) = match applied {
+            Ok(r) => r,
+            // A panic inside sled: nothing of the group is known durable.
+            Err(e) => (Vec::new(), Err(io(&e))),
+        };
+        let answers: Vec<Result<(), StoreError>> = (0..waiters.len())
+            .map(|i| match (results.get(i), &flushed) {
+                (Some(Ok(_)), Ok(())) => Ok(()),
+                (Some(Err(e)), _) => Err(e.clone()),
+                (_, Err(e)) => Err(e.clone()),
+                (None, Ok(())) => Err(StoreError::Io("batch not applied".into())),
+            })
+            .collect();
+        if let Some(Err(e)) = answers.iter().find(|r| r.is_err()) {
+            // Unhealthy (`/readyz`) before anyone hears of the failure.
+            shared.healthy.store(false, Ordering::Relaxed);
+            tracing::error!(error = %e,
+                "store write failed: refusing changes until sled is reopened and writes again");
+            recovery = Some((tokio::time::Instant::now() + RECOVERY_FIRST, RECOVERY_FIRST));
+        }
+        for (w, r) in waiters.into_iter().zip(answers) {
+            let _ = w.send(r);
         }
     }
 }
 
-fn apply(trees: &[sled::Tree], batch: &Batch) -> Result<(), StoreError> {
-    use sled::Transactional;
-    if batch.ops.is_empty() {
-        return Ok(());
+/// After a group whose flush failed: the durable value of every key its
+/// applied batches changed goes into the shadow (the earliest pre-image of
+/// a key in the group is its value before the group, which was durable).
+fn shadow_failed(
+    shared: &Shared,
+    batches: &[Batch],
+    results: &[Result<Vec<Option<sled::IVec>>, StoreError>],
+) {
+    let mut shadow = shared.shadow.lock().unwrap_or_else(|p| p.into_inner());
+    for (b, r) in batches.iter().zip(results) {
+        let Ok(before) = r else { continue }; // not applied: sled is unchanged
+        for (op, old) in b.ops.iter().zip(before) {
+            let (t, k) = match op {
+                Op::Put(t, k, _) | Op::Delete(t, k) => (t, k),
+            };
+            shadow[t.index()]
+                .entry(k.clone())
+                .or_insert_with(|| old.as_ref().map(|v| v.to_vec()));
+        }
     }
-    trees
-        .transaction(|tx| {
-            for op in &batch.ops {
-                match op {
-                    Op::Put(t, k, v) => {
-                        tx[t.index()].insert(k.as_slice(), v.as_slice())?;
-                    }
-                    Op::Delete(t, k) => {
-                        tx[t.index()].remove(k.as_slice())?;
+}
+
+/// One recovery attempt (on a blocking thread); the next attempt's time,
+/// or `None` once the store writes again.
+async fn try_recover(shared: &Arc<Shared>, wait: Duration) -> Recovery {
+    let s = shared.clone();
+    let r = tokio::task::spawn_blocking(move || recover(&s))
+        .await
+        .map_err(io)
+        .and_then(|r| r);
+    match r {
+        Ok(()) => {
+            shared.healthy.store(true, Ordering::Relaxed);
+            tracing::info!(path = %shared.path.display(),
+                "store writable again (sled reopened, failed batches undone); accepting changes");
+            None
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "store still not writable");
+            let next = (wait * 2).min(RECOVERY_MAX);
+            Some((tokio::time::Instant::now() + wait, next))
+        }
+    }
+}
+
+/// Reopens sled from its files and writes the shadow back, flushed: what
+/// the failed batches changed is then undone in memory and on disk, and
+/// sled has written since its error. Done only once the filesystem takes a
+/// write of [`PROBE_BYTES`]: reopening drops the handles reads use, and
+/// sled does not open on a full disk.
+fn recover(shared: &Shared) -> Result<(), StoreError> {
+    #[cfg(test)]
+    if shared.fail_writes.load(Ordering::Relaxed) {
+        return Err(io("injected write failure"));
+    }
+    probe(&shared.path)?;
+    let mut handles = shared.handles.write().unwrap_or_else(|p| p.into_inner());
+    drop(handles.take());
+    let db_file = shared.path.join("db");
+    if !lock_released(&db_file) {
+        return Err(StoreError::Unwritable(
+            "the failed sled still holds its lock".into(),
+        ));
+    }
+    let (db, trees, guard) = open_sled(&shared.path, shared.cache_bytes)
+        .map_err(|r| StoreError::Unwritable(format!("reopening sled: {}", r.describe())))?;
+    let h = Handles { db, trees, guard };
+    let written = (|| {
+        let want = shared.generation.load(Ordering::Relaxed);
+        let found = read_generation(&h.guard).map_err(io)?;
+        if found < want {
+            // The log lost acknowledged writes: never serve from it.
+            return Err(StoreError::Unwritable(format!(
+                "reopened sled holds generation {found}, {want} expected"
+            )));
+        }
+        let mut undo = Batch::default();
+        {
+            let shadow = shared.shadow.lock().unwrap_or_else(|p| p.into_inner());
+            for (t, keys) in Tree::ALL.iter().zip(shadow.iter()) {
+                for (k, v) in keys {
+                    match v {
+                        Some(v) => undo.put(*t, k.clone(), v.clone()),
+                        None => undo.delete(*t, k.clone()),
                     }
                 }
             }
-            Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+        }
+        apply(&h.trees, &undo)?;
+        // Something is written even with nothing to undo: sled's first
+        // write after the reopen is the proof that it writes again.
+        h.guard
+            .insert(GENERATION, &found.to_be_bytes())
+            .map_err(io)?;
+        h.db.flush().map_err(io)?;
+        shared
+            .shadow
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+            .for_each(BTreeMap::clear);
+        Ok(())
+    })();
+    // Reads go to the reopened sled either way: with the shadow over it
+    // until the undo is durable.
+    *handles = Some(h);
+    written
+}
+
+/// Writes, syncs and removes [`PROBE_FILE`] in the store directory.
+fn probe(dir: &Path) -> Result<(), StoreError> {
+    use std::io::Write;
+    let file = dir.join(PROBE_FILE);
+    let written = (|| {
+        let mut f = std::fs::File::create(&file)?;
+        f.write_all(&vec![0u8; PROBE_BYTES])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&file);
+    written.map_err(|e| StoreError::Unwritable(format!("{}: {e}", file.display())))
+}
+
+/// Applies `batch` as one transaction; the value each op found (in op
+/// order), for undoing it should the flush fail.
+fn apply(trees: &[sled::Tree], batch: &Batch) -> Result<Vec<Option<sled::IVec>>, StoreError> {
+    use sled::Transactional;
+    if batch.ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    trees
+        .transaction(|tx| {
+            // Built afresh each time: sled may run the closure again.
+            let mut before = Vec::with_capacity(batch.ops.len());
+            for op in &batch.ops {
+                before.push(match op {
+                    Op::Put(t, k, v) => tx[t.index()].insert(k.as_slice(), v.as_slice())?,
+                    Op::Delete(t, k) => tx[t.index()].remove(k.as_slice())?,
+                });
+            }
+            Ok::<_, sled::transaction::ConflictableTransactionError<()>>(before)
         })
         .map_err(|e| io(format!("{e:?}")))
 }
 
 impl Store for SledStore {
     fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.with_open(|o| {
-            Ok(o.trees[tree.index()]
+        if let Some(v) = self.shadowed(tree, key) {
+            return Ok(v);
+        }
+        self.with_handles(|h| {
+            Ok(h.trees[tree.index()]
                 .get(key)
                 .map_err(io)?
                 .map(|v| v.to_vec()))
@@ -555,10 +832,29 @@ impl Store for SledStore {
     }
 
     fn visit(&self, tree: Tree, f: Visitor<'_>) -> Result<(), StoreError> {
-        self.with_open(|o| {
-            for r in o.trees[tree.index()].iter() {
+        let shadow =
+            self.shared.shadow.lock().unwrap_or_else(|p| p.into_inner())[tree.index()].clone();
+        self.with_handles(|h| {
+            // sled's records in key order, the shadowed ones replaced (or
+            // left out, or added) by their durable values.
+            let mut shadowed = shadow.into_iter().peekable();
+            for r in h.trees[tree.index()].iter() {
                 let (k, v) = r.map_err(io)?;
-                f(&k, &v)?;
+                while let Some((sk, sv)) = shadowed.next_if(|(sk, _)| sk.as_slice() < &k[..]) {
+                    if let Some(sv) = sv {
+                        f(&sk, &sv)?;
+                    }
+                }
+                match shadowed.next_if(|(sk, _)| sk.as_slice() == &k[..]) {
+                    Some((_, Some(sv))) => f(&k, &sv)?,
+                    Some((_, None)) => {}
+                    None => f(&k, &v)?,
+                }
+            }
+            for (sk, sv) in shadowed {
+                if let Some(sv) = sv {
+                    f(&sk, &sv)?;
+                }
             }
             Ok(())
         })?
@@ -567,8 +863,12 @@ impl Store for SledStore {
     fn commit(&self, batch: Batch) -> CommitFuture {
         let (w, r) = oneshot::channel();
         let sent = self
-            .with_open(|o| o.tx.send((batch, w)).map_err(|_| StoreError::Closed))
-            .and_then(|s| s);
+            .open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .ok_or(StoreError::Closed)
+            .and_then(|o| o.tx.send((batch, w)).map_err(|_| StoreError::Closed));
         Box::pin(async move {
             sent?;
             r.await.map_err(|_| StoreError::Closed)?
@@ -576,7 +876,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.with_open(|o| o.db.flush().map(|_| ()).map_err(io))?
+        self.with_handles(|h| h.db.flush().map(|_| ()).map_err(io))?
     }
 }
 
@@ -683,6 +983,103 @@ mod tests {
         }
         let s = SledStore::open(&p).unwrap();
         assert_eq!(s.scan(Tree::Publications).unwrap().len(), 40 * 64);
+        s.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&p);
+    }
+
+    /// Issue 17: a group whose flush fails (sled 0.34 then refuses every
+    /// later write, and its memory holds the failed batch) is not read
+    /// back, later commits are refused at once, and once writes work again
+    /// the store reopens sled by itself and undoes whatever part of the
+    /// failed batch reached the disk (here sled's own periodic flush writes
+    /// it), so the store holds exactly the acknowledged batches.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_is_undone_and_the_store_recovers() {
+        fn put(k: &str, v: &str) -> Batch {
+            let mut b = Batch::default();
+            b.put(
+                Tree::Registrations,
+                k.as_bytes().to_vec(),
+                v.as_bytes().to_vec(),
+            );
+            b
+        }
+        fn pairs(s: &SledStore) -> Vec<(String, String)> {
+            let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+            let r = s.scan(Tree::Registrations).unwrap();
+            r.into_iter().map(|(k, v)| (text(k), text(v))).collect()
+        }
+        let kv = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        let p = tmp("recover");
+        let s = SledStore::open(&p).unwrap();
+        s.begin().unwrap();
+        s.commit(put("a", "1")).await.unwrap();
+        s.commit(put("b", "1")).await.unwrap();
+        s.shared.fail_writes.store(true, Ordering::Relaxed);
+        let mut failed = put("a", "2");
+        failed.put(Tree::Registrations, b"c".to_vec(), b"new".to_vec());
+        failed.delete(Tree::Registrations, b"b".to_vec());
+        failed.put(Tree::Registrations, b"a".to_vec(), b"3".to_vec());
+        assert!(s.commit(failed).await.is_err());
+        assert!(!s.healthy());
+        // Reads give what is durable, not what sled holds in memory.
+        assert_eq!(
+            s.get(Tree::Registrations, b"a").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            s.get(Tree::Registrations, b"b").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(s.get(Tree::Registrations, b"c").unwrap(), None);
+        assert_eq!(pairs(&s), [kv("a", "1"), kv("b", "1")]);
+        // Refused at once, not queued behind the failure.
+        let r = s.commit(put("d", "1")).await;
+        assert!(matches!(r, Err(StoreError::Unwritable(_))), "{r:?}");
+        // sled's flusher thread (every 500 ms) writes the failed batch.
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(!s.healthy(), "no recovery while writes fail");
+        s.shared.fail_writes.store(false, Ordering::Relaxed);
+        for _ in 0..100 {
+            if s.healthy() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(s.healthy(), "recovered by itself");
+        assert_eq!(pairs(&s), [kv("a", "1"), kv("b", "1")]);
+        s.commit(put("e", "1")).await.unwrap();
+        s.close().await.unwrap();
+        let s = SledStore::open(&p).unwrap();
+        assert_eq!(pairs(&s), [kv("a", "1"), kv("b", "1"), kv("e", "1")]);
+        s.close().await.unwrap();
+        let _ = std::fs::remove_dir_all(&p);
+    }
+
+    /// A stop before the committer's next recovery attempt: `close`
+    /// recovers once more, so the part of a failed batch that sled's
+    /// flusher wrote does not come back at the next start.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stop_while_failed_undoes_the_failed_batch() {
+        let p = tmp("stopfailed");
+        let s = SledStore::open(&p).unwrap();
+        s.begin().unwrap();
+        let mut b = Batch::default();
+        b.put(Tree::Dialogs, b"a".to_vec(), b"1".to_vec());
+        s.commit(b).await.unwrap();
+        s.shared.fail_writes.store(true, Ordering::Relaxed);
+        let mut b = Batch::default();
+        b.put(Tree::Dialogs, b"a".to_vec(), b"2".to_vec());
+        b.put(Tree::Dialogs, b"c".to_vec(), b"new".to_vec());
+        assert!(s.commit(b).await.is_err());
+        // sled's flusher writes it; the first recovery attempt (250 ms)
+        // fails; the stop comes before the second (750 ms).
+        tokio::time::sleep(Duration::from_millis(650)).await;
+        s.shared.fail_writes.store(false, Ordering::Relaxed);
+        s.close().await.unwrap();
+        let s = SledStore::open(&p).unwrap();
+        let all = s.scan(Tree::Dialogs).unwrap();
+        assert_eq!(all, [(b"a".to_vec(), b"1".to_vec())]);
         s.close().await.unwrap();
         let _ = std::fs::remove_dir_all(&p);
     }

@@ -399,6 +399,28 @@ pub fn pidf(entity: &str, id: &str, basic: &str, note: &str, ts: &str) -> String
 pub struct FailingStore {
     pub inner: std::sync::Arc<dyn sip_cpim_gateway::store::Store>,
     pub fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Commits refused so far.
+    pub refused: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Set with `fail`: reads of the subscriptions fail too (sled after a
+    /// failed write refuses reads; here the last tree a reload reads).
+    pub reads_fail: bool,
+}
+
+impl FailingStore {
+    fn read_fault(
+        &self,
+        tree: sip_cpim_gateway::store::Tree,
+    ) -> Result<(), sip_cpim_gateway::store::StoreError> {
+        if self.reads_fail
+            && tree == sip_cpim_gateway::store::Tree::Subscriptions
+            && self.fail.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(sip_cpim_gateway::store::StoreError::Io(
+                "injected read failure".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl sip_cpim_gateway::store::Store for FailingStore {
@@ -407,6 +429,7 @@ impl sip_cpim_gateway::store::Store for FailingStore {
         tree: sip_cpim_gateway::store::Tree,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, sip_cpim_gateway::store::StoreError> {
+        self.read_fault(tree)?;
         self.inner.get(tree, key)
     }
 
@@ -415,6 +438,7 @@ impl sip_cpim_gateway::store::Store for FailingStore {
         tree: sip_cpim_gateway::store::Tree,
         f: sip_cpim_gateway::store::Visitor<'_>,
     ) -> Result<(), sip_cpim_gateway::store::StoreError> {
+        self.read_fault(tree)?;
         self.inner.visit(tree, f)
     }
 
@@ -423,6 +447,8 @@ impl sip_cpim_gateway::store::Store for FailingStore {
         batch: sip_cpim_gateway::store::Batch,
     ) -> sip_cpim_gateway::store::CommitFuture {
         if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            self.refused
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async {
                 Err(sip_cpim_gateway::store::StoreError::Io(
                     "injected commit failure".into(),
