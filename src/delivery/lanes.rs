@@ -1,9 +1,8 @@
 //! The queue in a cluster (issue 18): sequence numbers in per-member lanes,
 //! and the queue rebuilt from the store when the shards held change.
 
-use super::{Adapter, DeliveryRecord, Item, SEQ_LANES, StreamQueue, now_ms, presence_only};
+use super::{Adapter, DeliveryRecord, Item, SEQ_LANES, StreamQueue, now_ms};
 use crate::store::{StoreError, Tree};
-use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 
@@ -55,19 +54,8 @@ impl Adapter {
         self.inner.store.visit(Tree::Deliveries, &mut |_, v| {
             let rec = DeliveryRecord::decode(v)?;
             max_seq = max_seq.max(rec.seq);
-            fresh.entry(rec.stream).or_default().push_back(Item {
-                seq: rec.seq,
-                presence_only: presence_only(&rec.path, &rec.payload),
-                body: Bytes::from(
-                    serde_json::to_vec(&rec.payload)
-                        .expect("serializes")
-                        .into_boxed_slice(),
-                ),
-                path: rec.path.into(),
-                queued_at_ms: rec.queued_at_ms.unwrap_or(loaded_at),
-                durable: true,
-                superseded_by: None,
-            });
+            let (stream, item) = Item::stored(rec, loaded_at);
+            fresh.entry(stream).or_default().push_back(item);
             Ok(())
         })?;
         let names: Vec<String> = {

@@ -116,6 +116,27 @@ struct Item {
     superseded_by: Option<u64>,
 }
 
+impl Item {
+    /// A record read from the store (durable by definition), and its
+    /// stream; `loaded_at` stands in for a missing queue time.
+    fn stored(rec: DeliveryRecord, loaded_at: i64) -> (String, Item) {
+        let item = Item {
+            seq: rec.seq,
+            presence_only: presence_only(&rec.path, &rec.payload),
+            body: Bytes::from(
+                serde_json::to_vec(&rec.payload)
+                    .expect("serializes")
+                    .into_boxed_slice(),
+            ),
+            path: rec.path.into(),
+            queued_at_ms: rec.queued_at_ms.unwrap_or(loaded_at),
+            durable: true,
+            superseded_by: None,
+        };
+        (rec.stream, item)
+    }
+}
+
 #[derive(Default)]
 struct StreamQueue {
     items: VecDeque<Item>,
@@ -320,23 +341,8 @@ impl Adapter {
             max_seq = max_seq.max(rec.seq);
             q.depth += 1;
             // Keys are big-endian sequence numbers: visit order is seq order.
-            q.streams
-                .entry(rec.stream)
-                .or_default()
-                .items
-                .push_back(Item {
-                    seq: rec.seq,
-                    presence_only: presence_only(&rec.path, &rec.payload),
-                    body: Bytes::from(
-                        serde_json::to_vec(&rec.payload)
-                            .expect("serializes")
-                            .into_boxed_slice(),
-                    ),
-                    path: rec.path.into(),
-                    queued_at_ms: rec.queued_at_ms.unwrap_or(loaded_at),
-                    durable: true,
-                    superseded_by: None,
-                });
+            let (stream, item) = Item::stored(rec, loaded_at);
+            q.streams.entry(stream).or_default().items.push_back(item);
             Ok(())
         })?;
         if q.depth > max_pending {
