@@ -40,6 +40,17 @@ pub struct Router {
     )>,
 }
 
+/// The AOR key of the presentity a new request is about: the
+/// Request-URI's, the To URI's for REGISTER (RFC 3261 §10.3; its
+/// Request-URI names only the domain).
+fn presentity_of(req: &Message) -> Option<String> {
+    let uri = match req.method() {
+        Some(Method::Register) => req.to().map(|t| &t.uri),
+        _ => req.request_uri(),
+    }?;
+    Some(crate::presence::aor_key(uri))
+}
+
 /// Answers `st` at once with the response `why` maps to.
 fn refuse(st: ServerTransaction, why: Reject) {
     let r = why.response(&st);
@@ -64,16 +75,10 @@ impl Router {
             return Some(st);
         };
         let req = st.request();
-        // The presentity: the Request-URI's, the To URI's for REGISTER
-        // (RFC 3261 §10.3; the Request-URI names only the domain).
-        let uri = match req.method() {
-            Some(Method::Register) => req.to().map(|t| &t.uri),
-            _ => req.request_uri(),
-        };
-        let Some(uri) = uri else {
+        let Some(aor) = presentity_of(req) else {
             return Some(st);
         };
-        match placement.place(&crate::presence::aor_key(uri)) {
+        match placement.place(&aor) {
             Place::Here => Some(st),
             Place::At { sip, .. } if !sip.is_empty() && !self.forwarded_by_peer(placement, req) => {
                 let layer = layer.clone();
@@ -109,13 +114,7 @@ impl Router {
         let Some((placement, layer)) = &self.cluster else {
             return;
         };
-        let uri = match st.request().method() {
-            Some(Method::Register) => st.request().to().map(|t| t.uri.clone()),
-            _ => st.request().request_uri().cloned(),
-        };
-        let aor = uri
-            .map(|u| crate::presence::aor_key(&u))
-            .unwrap_or_default();
+        let aor = presentity_of(st.request()).unwrap_or_default();
         for _ in 0..20 {
             match placement.place(&aor) {
                 Place::At { sip, .. } if sip == failed => {}

@@ -63,3 +63,26 @@ no_panic() {
     fi
     return 0
 }
+
+# A scratch directory in $WORK, and traps that stop the gateway and remove
+# it on success (kept, with a note naming `what`, on failure or with
+# HOSTILE_KEEP set).
+hostile_workdir() {
+    local name=$1
+    HOSTILE_KEPT=$2
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/$name.XXXXXX")
+    trap hostile_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+hostile_cleanup() {
+    local rc=$?
+    stop_gateway >/dev/null 2>&1 || true
+    if ((rc == 0)) && [[ -z "${HOSTILE_KEEP:-}" ]]; then
+        rm -rf "$WORK"
+    else
+        echo "logs kept in $WORK ($HOSTILE_KEPT)" >&2
+    fi
+    exit "$rc"
+}

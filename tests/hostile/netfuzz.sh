@@ -34,21 +34,7 @@ esac
 ensure_binary
 RFC4475=${RFC4475_DIR:-$ROOT/../shared/corpus/rfc4475}
 TOKEN="hostile-token"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/netfuzz.XXXXXX")
-
-cleanup() {
-    local rc=$?
-    stop_gateway >/dev/null 2>&1 || true
-    if ((rc == 0)) && [[ -z "${HOSTILE_KEEP:-}" ]]; then
-        rm -rf "$WORK"
-    else
-        echo "logs kept in $WORK (gateway.log, netfuzz.json)" >&2
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+hostile_workdir netfuzz "gateway.log, netfuzz.json"
 
 # Short timers: a NOTIFY to a fuzzed Contact that cannot be reached fails
 # within Timer F = 3.2 s, inside one settle window.

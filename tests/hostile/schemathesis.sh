@@ -49,21 +49,7 @@ else
     TIME_ARGS=()
 fi
 TOKEN="hostile-token"
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/schemathesis.XXXXXX")
-
-cleanup() {
-    local rc=$?
-    stop_gateway >/dev/null 2>&1 || true
-    if ((rc == 0)) && [[ -z "${HOSTILE_KEEP:-}" ]]; then
-        rm -rf "$WORK"
-    else
-        echo "logs kept in $WORK (gateway.log, report/)" >&2
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+hostile_workdir schemathesis "gateway.log, report/"
 
 # A short T1 (Timer F = 64*T1 = 3.2 s) bounds how long a CPIM subscribe to
 # a generated SIP target waits for an answer that cannot come.

@@ -29,21 +29,7 @@ esac
 CONNS=${SLOWLORIS_CONNS:-10000}
 ulimit -n "$(ulimit -Hn)"
 ensure_binary
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/slowloris.XXXXXX")
-
-cleanup() {
-    local rc=$?
-    stop_gateway >/dev/null 2>&1 || true
-    if ((rc == 0)) && [[ -z "${HOSTILE_KEEP:-}" ]]; then
-        rm -rf "$WORK"
-    else
-        echo "logs kept in $WORK (gateway.log, slowloris.json)" >&2
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+hostile_workdir slowloris "gateway.log, slowloris.json"
 
 start_hostile_gateway "$WORK" 'presence.default_policy="allow"'
 log "== slowloris: $CONNS connections (half HTTP, half SIP TCP), ${ATTACK} s attack, ulimit -n $(ulimit -n)"

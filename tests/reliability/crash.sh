@@ -40,25 +40,10 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/crash.XXXXXX")
 PY_PID=""
 
 cleanup() {
-    local rc=$? i pid
-    if [[ -n "$PY_PID" ]] && kill -0 "$PY_PID" 2>/dev/null; then
-        kill -TERM "$PY_PID" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$PY_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$PY_PID" 2>/dev/null || true
-        wait "$PY_PID" 2>/dev/null || true
-    fi
-    # The gateway is crash.py's child; should crash.py have died without
-    # stopping it, stop it here (by the PID it wrote, if it is still ours).
-    if [[ -s "$WORK/gateway.pid" ]]; then
-        pid=$(cat "$WORK/gateway.pid")
-        if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-            tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$WORK/gateway.toml"; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
+    local rc=$?
+    # The gateway is the driver's child; should the driver have died
+    # without stopping it, it is stopped here.
+    reap_driver_and_gateway
     if ((rc == 0)) && [[ -z "${CRASH_KEEP:-}" ]]; then
         rm -rf "$WORK"
     else

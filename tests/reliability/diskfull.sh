@@ -48,23 +48,10 @@ fi
 PY_PID=""
 
 cleanup() {
-    local rc=$? i pid
-    if [[ -n "$PY_PID" ]] && kill -0 "$PY_PID" 2>/dev/null; then
-        kill -TERM "$PY_PID" 2>/dev/null || true
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$PY_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$PY_PID" 2>/dev/null || true
-        wait "$PY_PID" 2>/dev/null || true
-    fi
-    if [[ -s "$WORK/gateway.pid" ]]; then
-        pid=$(cat "$WORK/gateway.pid")
-        if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-            tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$WORK/gateway.toml"; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
+    local rc=$?
+    # The gateway is the driver's child; should the driver have died
+    # without stopping it, it is stopped here.
+    reap_driver_and_gateway
     if ((rc != 0)) || [[ -n "${DISKFULL_KEEP:-}" ]]; then
         # The store as the run left it, off the tmpfs.
         cp -a "$MNT/store" "$WORK/store-at-end" 2>/dev/null || true

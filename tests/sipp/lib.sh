@@ -646,3 +646,28 @@ case_cleanup() {
         stop_gateway >/dev/null || true
     fi
 }
+
+# Reliability scripts (tests/reliability/): stops the Python driver
+# $PY_PID (TERM, then KILL after 10 s) and, should it have died without
+# stopping its gateway, that gateway, by the PID it wrote into
+# $WORK/gateway.pid and only if that process is still ours (its command
+# line names $WORK/gateway.toml).
+reap_driver_and_gateway() {
+    local i pid
+    if [[ -n "${PY_PID:-}" ]] && kill -0 "$PY_PID" 2>/dev/null; then
+        kill -TERM "$PY_PID" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$PY_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$PY_PID" 2>/dev/null || true
+        wait "$PY_PID" 2>/dev/null || true
+    fi
+    if [[ -s "$WORK/gateway.pid" ]]; then
+        pid=$(cat "$WORK/gateway.pid")
+        if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
+            tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$WORK/gateway.toml"; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+}
