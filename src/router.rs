@@ -93,6 +93,14 @@ impl Router {
                 });
                 None
             }
+            Place::At { .. } | Place::Nowhere if !self.forwarded_by_peer(placement, req) => {
+                // No holder known yet (a takeover or a start in progress,
+                // or the holder's address not yet read): wait for the view
+                // rather than refuse at once.
+                let again = self.clone();
+                tokio::spawn(async move { again.retry(st, "").await });
+                None
+            }
             _ => {
                 refuse(
                     st,
@@ -105,10 +113,11 @@ impl Router {
         }
     }
 
-    /// A request whose holder at `failed` did not answer: dispatched again
-    /// once the view no longer names `failed` (at most one lease TTL; the
-    /// lease loop re-reads at once when a takeover is announced), else
-    /// refused with 503 + Retry-After.
+    /// A request whose holder at `failed` did not answer (or, with `failed`
+    /// empty, that has no known holder yet): dispatched again once the view
+    /// names a reachable holder other than `failed` (the lease loop
+    /// re-reads at once when a takeover or a new node is announced), else
+    /// refused with 503 + Retry-After after two seconds.
     async fn retry(&self, st: ServerTransaction, failed: &str) {
         use crate::cluster::Place;
         let Some((placement, layer)) = &self.cluster else {
@@ -117,7 +126,7 @@ impl Router {
         let aor = presentity_of(st.request()).unwrap_or_default();
         for _ in 0..20 {
             match placement.place(&aor) {
-                Place::At { sip, .. } if sip == failed => {}
+                Place::At { sip, .. } if sip == failed || sip.is_empty() => {}
                 Place::Nowhere => {}
                 Place::Here => return self.dispatch(st),
                 Place::At { sip, .. } => {

@@ -21,12 +21,16 @@ const SHARDS: u32 = 8;
 const TTL_S: u64 = 3;
 
 fn config(pg: &PgServer, node: &str, adapter: &str) -> String {
+    config_ttl(pg, node, adapter, TTL_S)
+}
+
+fn config_ttl(pg: &PgServer, node: &str, adapter: &str, ttl_s: u64) -> String {
     format!(
         "[sip]\nlisten = [\"udp:127.0.0.1:0\"]\nlocal_domains = [\"example.com\"]\nroutes = []\n\
          [cpim]\nlisten = \"127.0.0.1:0\"\nadapter_url = \"{adapter}\"\nretry_initial_ms = 100\nretry_max_ms = 500\n\
          [presence]\nmin_expires = 1\ndefault_policy = \"allow\"\nnotify_min_interval_ms = 0\n\
          [store]\nbackend = \"postgres\"\nurl = \"{}\"\n\
-         [cluster]\nnode = \"{node}\"\nmembers = [\"a\", \"b\", \"c\"]\nshards = {SHARDS}\nlease_ttl_s = {TTL_S}\n",
+         [cluster]\nnode = \"{node}\"\nmembers = [\"a\", \"b\", \"c\"]\nshards = {SHARDS}\nlease_ttl_s = {ttl_s}\n",
         pg.url()
     )
 }
@@ -290,5 +294,69 @@ async fn a_watcher_keeps_its_subscription_when_the_presentitys_node_dies() {
     assert_eq!(
         sorted, seen_cseqs,
         "NOTIFY CSeqs strictly increasing, none twice"
+    );
+}
+
+/// A node that has just started is forwarded to as soon as it serves, not
+/// a lease round later: its heartbeat with its addresses is announced
+/// (`NOTIFY`), and a request for a shard whose holder is not yet known
+/// waits for the view instead of being refused. With a 60 s lease (a round
+/// every 20 s) nothing here can come from the periodic rounds: before the
+/// announcement, every request for the last node's shards, and every
+/// request it forwarded, was answered 503 for up to a round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_node_is_forwarded_to_as_soon_as_it_serves() {
+    let Some(pg) = PgServer::start() else { return };
+    let dir = TempDir::new("cluster-join");
+    let adapter = TestAdapter::start().await;
+    let (db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut nodes: HashMap<&str, GatewayProcess> = HashMap::new();
+    for n in ["a", "b", "c"] {
+        nodes.insert(n, spawn(&dir, n, &config_ttl(&pg, n, &adapter.url(), 60)));
+    }
+    let started = tokio::time::Instant::now();
+    // A member takes the shards it prefers when it opens its store, before
+    // it listens: they are all held now (not waiting for the addresses).
+    let rows = db
+        .query(
+            "SELECT shard, holder FROM sipgw_leases WHERE expires_at > now()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let held: HashMap<u32, String> = rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, String>(1)))
+        .collect();
+    assert_eq!(held.len(), SHARDS as usize, "{held:?}");
+    let sharding = Sharding { shards: SHARDS };
+    let user_on = |holder: &str| {
+        (0..)
+            .map(|i| format!("join{i}"))
+            .find(|u| held[&sharding.of(&format!("sip:{u}@example.com"))] == holder)
+            .unwrap()
+    };
+    let mut n = Vec::new();
+    for via in ["a", "b", "c"] {
+        let ua = Ua::new(nodes[via].udp).await;
+        for holder in ["a", "b", "c"] {
+            let user = user_on(holder);
+            let r = ua
+                .request(&publish(&user, &format!("join-{via}"), None, via), &mut n)
+                .await;
+            assert_eq!(
+                r.status(),
+                Some(200),
+                "{user} (held by {holder}) via {via}: {r:?}"
+            );
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}: not a lease round's doing",
+        started.elapsed()
     );
 }

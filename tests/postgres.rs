@@ -216,3 +216,80 @@ async fn leases_are_renewed_while_the_node_runs() {
     assert!(a.healthy());
     a.close().await.unwrap();
 }
+
+/// A group commit is pipelined (BEGIN, fence, deletes, upserts in one round
+/// trip, then COMMIT or ROLLBACK): a group refused after its statements ran
+/// leaves nothing behind, and the connection serves the next group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_group_is_rolled_back_whole_and_the_next_commits() {
+    let Some(pg) = PgServer::start() else { return };
+    let a = PgStore::open(opts(&pg, "a", 30)).unwrap();
+    let (client, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // A row for bob's policy under a shard that is not bob's: as if another
+    // node had written it. The upsert leaves it alone; the group fails.
+    let bob = policy_key("sip:bob@x", "sip:w@x");
+    let wrong = (Sharding { shards: 8 }.of("sip:bob@x") as i32 + 1) % 8;
+    client
+        .execute(
+            "INSERT INTO sipgw_records (tree, key, shard, value) VALUES ($1, $2, $3, $4)",
+            &[
+                &(Tree::ALL.iter().position(|t| *t == Tree::Policies).unwrap() as i16),
+                &bob,
+                &wrong,
+                &b"other".to_vec(),
+            ],
+        )
+        .await
+        .unwrap();
+    let carol = policy_key("sip:carol@x", "sip:w@x");
+    let mut seed = Batch::default();
+    seed.put(Tree::Policies, carol.clone(), b"kept".to_vec());
+    a.commit(seed).await.unwrap();
+
+    let mut b = Batch::default();
+    b.put(
+        Tree::Policies,
+        policy_key("sip:alice@x", "sip:w@x"),
+        b"1".to_vec(),
+    );
+    b.delete(Tree::Policies, carol.clone());
+    b.put(Tree::Policies, bob.clone(), b"mine".to_vec());
+    let r = a.commit(b).await;
+    assert!(
+        matches!(r, Err(StoreError::Io(ref m)) if m.contains("another shard")),
+        "{r:?}"
+    );
+    assert_eq!(
+        a.get(Tree::Policies, &policy_key("sip:alice@x", "sip:w@x"))
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        a.get(Tree::Policies, &carol).unwrap(),
+        Some(b"kept".to_vec()),
+        "the delete was rolled back"
+    );
+    assert_eq!(
+        a.get(Tree::Policies, &bob).unwrap(),
+        Some(b"other".to_vec())
+    );
+
+    let mut next = Batch::default();
+    next.put(
+        Tree::Policies,
+        policy_key("sip:dave@x", "sip:w@x"),
+        b"2".to_vec(),
+    );
+    next.delete(Tree::Policies, carol.clone());
+    a.commit(next).await.unwrap();
+    assert_eq!(
+        a.get(Tree::Policies, &policy_key("sip:dave@x", "sip:w@x"))
+            .unwrap(),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(a.get(Tree::Policies, &carol).unwrap(), None);
+    a.close().await.unwrap();
+}

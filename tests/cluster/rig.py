@@ -95,7 +95,7 @@ max_subscriptions_per_watcher = 100000
         self.name = name
         self.log = open(os.path.join(root, f"{name}.log"), "w")
         self.proc = subprocess.Popen([binary, "run", "--config", cfg], stdout=subprocess.PIPE,
-                                     stderr=self.log, env={**os.environ, "RUST_LOG": "warn"},
+                                     stderr=self.log, env={**os.environ, "RUST_LOG": os.environ.get("SIPGW_NODE_LOG", "warn")},
                                      text=True)
         self.udp = self.http = None
         while self.udp is None or self.http is None:

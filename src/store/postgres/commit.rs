@@ -3,11 +3,13 @@
 use super::leases::Holdings;
 use super::{Sharder, Waiter, pg, tree_id};
 use crate::store::{Batch, Op, StoreError, Tree};
+use futures_util::future::try_join4;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 /// Batches taken into one transaction at most.
 const GROUP_MAX: usize = 1024;
@@ -50,6 +52,17 @@ pub(super) async fn committer(
     node: String,
     healthy: Arc<AtomicBool>,
 ) {
+    let st = match Statements::prepare(&c).await {
+        Ok(st) => st,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot prepare the commit statements");
+            healthy.store(false, Ordering::Release);
+            while let Some((_, waiter)) = rx.recv().await {
+                let _ = waiter.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -73,7 +86,7 @@ pub(super) async fn committer(
             continue;
         }
         let batches: Vec<&Batch> = taken.iter().map(|(b, _)| b).collect();
-        let result = apply(&mut c, &batches, &sharder, &holdings, &node).await;
+        let result = apply(&mut c, &st, &batches, &sharder, &holdings, &node).await;
         match &result {
             Ok(()) => healthy.store(true, Ordering::Release),
             Err(StoreError::Fenced { .. }) => {}
@@ -98,99 +111,131 @@ fn unheld_shard(batch: &Batch, sharder: &Sharder, holdings: &Holdings) -> Option
     })
 }
 
-/// One transaction: deletes (learning their shards), the fence check on
-/// every shard touched, the upserts, commit.
+/// The statements of a group commit, prepared once on the writer's
+/// connection: an unprepared statement costs tokio-postgres a Parse round
+/// trip of its own each time.
+pub(super) struct Statements {
+    fence: Statement,
+    delete: Statement,
+    upsert: Statement,
+}
+
+impl Statements {
+    pub(super) async fn prepare(c: &Client) -> Result<Self, StoreError> {
+        Ok(Statements {
+            fence: c.prepare(FENCE).await.map_err(pg)?,
+            delete: c.prepare(DELETE).await.map_err(pg)?,
+            upsert: c.prepare(UPSERT).await.map_err(pg)?,
+        })
+    }
+}
+
+/// The fence (module doc of `leases`): of the shards a transaction writes
+/// — those of its upserts ($3) and those of the records it deletes, read
+/// from the rows before the DELETE runs — the ones this node does not hold
+/// at the epoch it took them with ($1, $2), by an unexpired lease. The
+/// lease rows it does hold are locked `FOR SHARE` until the transaction
+/// ends, so no other node can take them meanwhile. `MATERIALIZED` keeps
+/// the locking query a query of its own.
+const FENCE: &str = "WITH wanted AS (
+       SELECT unnest($3::int4[]) AS shard
+       UNION
+       SELECT r.shard FROM sipgw_records r
+         JOIN unnest($4::int2[], $5::bytea[]) AS d(tree, key) ON r.tree = d.tree AND r.key = d.key),
+     held AS MATERIALIZED (
+       SELECT l.shard FROM sipgw_leases l
+         JOIN unnest($1::int4[], $2::int8[]) AS h(shard, epoch)
+           ON l.shard = h.shard AND l.epoch = h.epoch
+        WHERE l.shard IN (SELECT shard FROM wanted)
+          AND l.holder = $6 AND l.expires_at > clock_timestamp()
+          FOR SHARE OF l)
+     SELECT shard FROM wanted WHERE shard NOT IN (SELECT shard FROM held)";
+
+const DELETE: &str =
+    "DELETE FROM sipgw_records r USING unnest($1::int2[], $2::bytea[]) AS d(tree, key)
+      WHERE r.tree = d.tree AND r.key = d.key";
+
+/// A record never changes shard (its presentity is part of what it is); a
+/// key that exists under another shard is another node's record, never
+/// overwritten (the row is then not counted).
+const UPSERT: &str = "INSERT INTO sipgw_records (tree, key, shard, value)
+      SELECT * FROM unnest($1::int2[], $2::bytea[], $3::int4[], $4::bytea[])
+      ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value
+      WHERE sipgw_records.shard = EXCLUDED.shard";
+
+/// One transaction in two round trips: BEGIN, the fence, the deletes and
+/// the upserts are pipelined (tokio-postgres sends each request when its
+/// future is first polled, and `try_join` polls them in order); then
+/// COMMIT if the fence found every shard held and the upserts all
+/// applied, ROLLBACK otherwise. Statements run in the order sent, so the
+/// deletes and upserts run under the locks the fence took.
 async fn apply(
     c: &mut Client,
+    st: &Statements,
     batches: &[&Batch],
     sharder: &Sharder,
     holdings: &Holdings,
     node: &str,
 ) -> Result<(), StoreError> {
     let (puts, deletes) = coalesce(batches);
-    let mut shards: Vec<i32> = Vec::new();
-    let tx = c.transaction().await.map_err(pg)?;
-    if !deletes.is_empty() {
-        let trees: Vec<i16> = deletes.iter().map(|(t, _)| tree_id(*t)).collect();
-        let keys: Vec<&[u8]> = deletes.iter().map(|(_, k)| k.as_slice()).collect();
-        let rows = tx
-            .query(
-                "DELETE FROM sipgw_records r USING unnest($1::int2[], $2::bytea[]) AS d(tree, key)
-                 WHERE r.tree = d.tree AND r.key = d.key RETURNING r.shard",
-                &[&trees, &keys],
-            )
-            .await
-            .map_err(pg)?;
-        shards.extend(rows.iter().map(|r| r.get::<_, i32>(0)));
-    }
+    let d_trees: Vec<i16> = deletes.iter().map(|(t, _)| tree_id(*t)).collect();
+    let d_keys: Vec<&[u8]> = deletes.iter().map(|(_, k)| k.as_slice()).collect();
     let mut p_trees = Vec::with_capacity(puts.len());
     let mut p_keys = Vec::with_capacity(puts.len());
     let mut p_shards = Vec::with_capacity(puts.len());
     let mut p_values = Vec::with_capacity(puts.len());
     for (t, k, v) in &puts {
-        let s = sharder(*t, k, v) as i32;
         p_trees.push(tree_id(*t));
         p_keys.push(k.as_slice());
-        p_shards.push(s);
+        p_shards.push(sharder(*t, k, v) as i32);
         p_values.push(v.as_slice());
     }
-    shards.extend(&p_shards);
-    shards.sort_unstable();
-    shards.dedup();
-    let mut epochs = Vec::with_capacity(shards.len());
-    for s in &shards {
-        match holdings.epoch(*s as u32) {
-            Some(e) => epochs.push(e),
-            // A delete of a record of a shard this node does not hold.
-            None => return Err(StoreError::Fenced { shard: *s as u32 }),
+    let mut put_shards = p_shards.clone();
+    put_shards.sort_unstable();
+    put_shards.dedup();
+    let (held, epochs) = holdings.epochs();
+    let fence_params: [&(dyn ToSql + Sync); 6] =
+        [&held, &epochs, &put_shards, &d_trees, &d_keys, &node];
+    let begin = c.batch_execute("BEGIN");
+    let fence = c.query(&st.fence, &fence_params);
+    let delete = async {
+        if d_keys.is_empty() {
+            return Ok(0);
         }
-    }
-    // RFC-free but essential: the fence (module doc).
-    let fenced = tx
-        .query(
-            "SELECT l.shard FROM sipgw_leases l
-             JOIN unnest($1::int4[], $2::int8[]) AS h(shard, epoch)
-               ON l.shard = h.shard AND l.epoch = h.epoch
-             WHERE l.holder = $3 AND l.expires_at > clock_timestamp()
-             FOR SHARE OF l",
-            &[&shards, &epochs, &node],
-        )
-        .await
-        .map_err(pg)?;
-    if fenced.len() != shards.len() {
-        let ok: std::collections::HashSet<i32> = fenced.iter().map(|r| r.get(0)).collect();
-        let lost: Vec<u32> = shards
-            .iter()
-            .filter(|s| !ok.contains(s))
-            .map(|s| *s as u32)
-            .collect();
+        c.execute(&st.delete, &[&d_trees, &d_keys]).await
+    };
+    let upsert = async {
+        if p_keys.is_empty() {
+            return Ok(0);
+        }
+        c.execute(&st.upsert, &[&p_trees, &p_keys, &p_shards, &p_values])
+            .await
+    };
+    let sent = try_join4(begin, fence, delete, upsert).await;
+    let (missing, written) = match sent {
+        Ok(((), missing, _, written)) => (missing, written),
+        Err(e) => {
+            let _ = c.batch_execute("ROLLBACK").await;
+            return Err(pg(e));
+        }
+    };
+    if !missing.is_empty() {
+        let _ = c.batch_execute("ROLLBACK").await;
+        let mut lost: Vec<u32> = missing.iter().map(|r| r.get::<_, i32>(0) as u32).collect();
+        lost.sort_unstable();
         tracing::error!(shards = ?lost, "write refused: the lease is no longer this node's");
         holdings.drop_shards(&lost);
         return Err(StoreError::Fenced { shard: lost[0] });
     }
-    if !puts.is_empty() {
-        // A record never changes shard (its presentity is part of what it
-        // is); a key that exists under another shard is another node's
-        // record, never overwritten (the row is then not counted).
-        let written = tx
-            .execute(
-                "INSERT INTO sipgw_records (tree, key, shard, value)
-                 SELECT * FROM unnest($1::int2[], $2::bytea[], $3::int4[], $4::bytea[])
-                 ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value
-                 WHERE sipgw_records.shard = EXCLUDED.shard",
-                &[&p_trees, &p_keys, &p_shards, &p_values],
-            )
-            .await
-            .map_err(pg)?;
-        if written != puts.len() as u64 {
-            return Err(StoreError::Io(format!(
-                "{} of {} records exist under another shard: not overwritten",
-                puts.len() as u64 - written,
-                puts.len()
-            )));
-        }
+    if written != puts.len() as u64 {
+        let _ = c.batch_execute("ROLLBACK").await;
+        return Err(StoreError::Io(format!(
+            "{} of {} records exist under another shard: not overwritten",
+            puts.len() as u64 - written,
+            puts.len()
+        )));
     }
-    tx.commit().await.map_err(pg)
+    c.batch_execute("COMMIT").await.map_err(pg)
 }
 
 #[cfg(test)]

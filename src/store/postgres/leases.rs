@@ -34,6 +34,13 @@ pub struct Holdings {
     peers: RwLock<HashMap<Arc<str>, Peer>>,
     /// What this node advertises.
     me: RwLock<Peer>,
+    /// What this node's heartbeat last wrote: a change is announced
+    /// (`NOTIFY`), so the others re-read it at once rather than a tick
+    /// later, when it could not yet be forwarded to.
+    announced: RwLock<Peer>,
+    /// Wakes the lease loop for a round now (a notification from another
+    /// node, or this node's addresses just became known).
+    wake: Arc<tokio::sync::Notify>,
     /// The store is closing: the shards given back are not to be followed.
     closing: std::sync::atomic::AtomicBool,
     /// Held shards whose records the agents have loaded: only these are
@@ -57,6 +64,8 @@ impl Default for Holdings {
             changed: tokio::sync::watch::Sender::new(0),
             peers: RwLock::default(),
             me: RwLock::default(),
+            announced: RwLock::default(),
+            wake: Arc::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
             ready: RwLock::default(),
         }
@@ -71,6 +80,17 @@ impl Holdings {
             .unwrap_or_else(|p| p.into_inner())
             .get(&shard)
             .copied()
+    }
+
+    /// Every held shard with the epoch it is held at, as the fence
+    /// statement takes them (`int4[]`, `int8[]`).
+    pub fn epochs(&self) -> (Vec<i32>, Vec<i64>) {
+        self.held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(s, e)| (*s as i32, *e))
+            .unzip()
     }
 
     /// Held shards, sorted.
@@ -120,6 +140,8 @@ impl Holdings {
     /// are bound).
     pub fn advertise(&self, me: Peer) {
         *self.me.write().unwrap_or_else(|p| p.into_inner()) = me;
+        // Until the heartbeat carries them, no node can forward here.
+        self.wake.notify_one();
     }
 
     /// `shard` is held and its records are loaded: requests for it are
@@ -367,6 +389,16 @@ async fn round(
     )
     .await
     .map_err(pg)?;
+    let changed = {
+        let mut announced = holdings
+            .announced
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *announced, me.clone()) != me
+    };
+    if changed && !opts.members.is_empty() {
+        let _ = c.execute(&format!("NOTIFY {CHANNEL}"), &[]).await;
+    }
     renew_held(c, opts, holdings).await?;
     if opts.members.is_empty() {
         return Ok(());
@@ -486,7 +518,7 @@ pub(super) async fn renew(
     size: Arc<AtomicU64>,
 ) {
     let started = Instant::now();
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = holdings.wake.clone();
     if !opts.members.is_empty() {
         tokio::spawn(listen(opts.url.clone(), wake.clone()));
     }
