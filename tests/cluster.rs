@@ -359,4 +359,32 @@ async fn a_new_node_is_forwarded_to_as_soon_as_it_serves() {
         "{:?}: not a lease round's doing",
         started.elapsed()
     );
+
+    // A request a peer forwarded (its top Via is a's advertised address) is
+    // never forwarded again, even when this node's view says another node
+    // holds it: two stale views cannot make a loop. b answers it itself
+    // (503, the sender may try again), and forwards nothing.
+    let forwarded_total = |node: &GatewayProcess| {
+        let url = format!("http://{}/metrics", node.http);
+        async move {
+            let body = reqwest::get(url).await.unwrap().text().await.unwrap();
+            body.lines()
+                .filter(|l| l.starts_with("sipgw_cluster_forwarded_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    let before = forwarded_total(&nodes["b"]).await;
+    let ua = Ua::new(nodes["b"].udp).await;
+    let user = user_on("c");
+    let as_if_from_a = publish(&user, "loop", None, "loop").replace(
+        "Via: {via}",
+        &format!(
+            "Via: SIP/2.0/UDP {};rport;branch=z9hG4bKloop1\r\nVia: {{via}}",
+            nodes["a"].udp
+        ),
+    );
+    let r = ua.request(&as_if_from_a, &mut n).await;
+    assert_eq!(r.status(), Some(503), "{r:?}");
+    assert_eq!(forwarded_total(&nodes["b"]).await, before);
 }

@@ -107,6 +107,12 @@ class Db:
             "FROM pg_stat_statements WHERE query NOT ILIKE '%pg_stat%'")[0]
         return int(stmts), int(commits)
 
+    def wal_lsn(self):
+        return self.q("SELECT pg_current_wal_lsn()")[0][0]
+
+    def wal_since(self, lsn):
+        return int(float(self.q(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')")[0][0]))
+
     def top(self, n=8):
         return self.q("SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements "
                       f"WHERE query NOT ILIKE '%pg_stat%' ORDER BY calls DESC LIMIT {n}")
@@ -215,6 +221,7 @@ def run_step(cfg, nodes, held, rate, args, root, pg, db, step):
     fwd0 = sum(metric(n, "sipgw_cluster_forwarded_total") for n in nodes)
     db0 = db.counters() if cfg.backend == "postgres" else (0, 0)
     seg0 = pg_segments(pg.port)
+    wal0 = db.wal_lsn() if cfg.backend == "postgres" else None
     procs = []
     for i, n in enumerate(nodes):
         inf = os.path.join(d, f"{n.name}.csv")
@@ -238,6 +245,7 @@ def run_step(cfg, nodes, held, rate, args, root, pg, db, step):
     node_c1 = [cpu_ticks([n.proc.pid]) for n in nodes]
     pg_c1 = cpu_ticks(pg_pids + [c for c in children(pg.proc.pid) if c not in pg_pids]) if pg_pids else 0
     seg1 = pg_segments(pg.port)
+    wal = db.wal_since(wal0) if wal0 else None
     db1 = db.counters() if cfg.backend == "postgres" else (0, 0)
     fwd1 = sum(metric(n, "sipgw_cluster_forwarded_total") for n in nodes)
     ok = failed = retrans = 0
@@ -254,8 +262,8 @@ def run_step(cfg, nodes, held, rate, args, root, pg, db, step):
         "pg_us_per_op": per_op(pg_c1 - pg_c0) if pg_pids else None,
         "db_statements_per_op": round((db1[0] - db0[0]) / max(ok, 1), 3) if pg_pids else None,
         "db_commits_per_op": round((db1[1] - db0[1]) / max(ok, 1), 3) if pg_pids else None,
-        # The psql of counters() adds one connection's few segments.
         "db_round_trips_per_op": round((seg1[0] - seg0[0]) / max(ok, 1), 3) if pg_pids else None,
+        "db_wal_bytes_per_op": round(wal / max(ok, 1)) if wal is not None else None,
         "forwarded_share": round((fwd1 - fwd0) / max(ok, 1), 3),
         "rss_kb": [rss_kb(n.proc.pid) for n in nodes],
     }
@@ -321,13 +329,14 @@ def main():
         pg.stop()
     print("| round | configuration | offered/s | achieved/s | failed | retrans | CPU µs/PUBLISH per node | "
           "nodes' CPU µs/PUBLISH, sum | PostgreSQL CPU µs/PUBLISH | DB statements/PUBLISH | "
-          "DB commits/PUBLISH | DB round trips/PUBLISH | forwarded |")
-    print("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+          "DB commits/PUBLISH | DB round trips/PUBLISH | WAL bytes/PUBLISH | forwarded |")
+    print("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         na = lambda v: "–" if v is None else v
         print(f"| {r['round']} | {r['config']} | {r['rate']} | {r['achieved']} | {r['failed']} | {r['retrans']} | "
               f"{' / '.join(map(str, r['node_us_per_op']))} | {r['node_us_per_op_sum']} | {na(r['pg_us_per_op'])} | "
               f"{na(r['db_statements_per_op'])} | {na(r['db_commits_per_op'])} | {na(r['db_round_trips_per_op'])} | "
+              f"{na(r.get('db_wal_bytes_per_op'))} | "
               f"{r['forwarded_share']:.0%} |")
     print()
     print("Idle cluster (no traffic), statements/s and commits/s sent to PostgreSQL: "
