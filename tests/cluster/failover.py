@@ -18,15 +18,10 @@ Only loopback traffic; every loop bounded by --seconds.
 """
 import argparse
 import asyncio
-import json
-import os
 import random
-import shutil
-import sys
-import tempfile
 import time
 
-from rig import Node, Postgres, Ua, pidf
+from rig import Node, Postgres, Ua, finish, pidf, work_dir
 
 TTL_S = 3
 SHARDS = 16
@@ -42,10 +37,7 @@ async def main():
     ap.add_argument("--rate", type=float, default=200)
     ap.add_argument("--kill-at", type=float, default=6)
     args = ap.parse_args()
-    root = tempfile.mkdtemp(prefix="sipgw-failover-")
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        os.chmod(root, 0o777)
+    root = work_dir("sipgw-failover-")
     pg = Postgres(root)
     nodes = {}
     report = {"published": 0, "acknowledged": 0, "refused": 0, "unanswered": 0}
@@ -129,21 +121,21 @@ async def main():
         stale = 0
         for u, call, ua in watchers:
             ns = ua.notifies.get(call, [])
-            cseqs = [c for _, c, _, _ in ns]
+            cseqs = [n.cseq for n in ns]
             if len(set(cseqs)) != len(cseqs) or cseqs != sorted(cseqs):
                 violations.append(f"{call}: CSeqs {cseqs}")
             if u in acked:
                 want = f"n{acked[u][0]}"
-                if not ns or ns[-1][2] != want:
+                if not ns or ns[-1].note != want:
                     stale += 1
-                    violations.append(f"{call}: last NOTIFY {ns[-1][2] if ns else None}, last acknowledged {want}")
-            after = [t for t, _, _, _ in ns if killed_at and t > killed_at]
+                    violations.append(f"{call}: last NOTIFY {ns[-1].note if ns else None}, last acknowledged {want}")
+            after = [n.t for n in ns if killed_at and n.t > killed_at]
             if killed_at and not after:
                 late += 1
                 violations.append(f"{call}: no NOTIFY after the kill")
         firsts = []
         for u, call, ua in watchers:
-            after = [t for t, _, _, _ in ua.notifies.get(call, []) if killed_at and t > killed_at]
+            after = [n.t for n in ua.notifies.get(call, []) if killed_at and n.t > killed_at]
             if after:
                 firsts.append(after[0] - killed_at)
         report["first_notify_after_kill_max_s"] = round(max(firsts), 2) if firsts else None
@@ -157,11 +149,7 @@ async def main():
         for n in nodes.values():
             n.stop()
         pg.stop()
-    print(json.dumps(report, indent=2))
-    if violations:
-        print(f"FAILED: {len(violations)} violations; logs in {root}", file=sys.stderr)
-        sys.exit(1)
-    shutil.rmtree(root, ignore_errors=True)
+    finish(report, violations, root)
 
 
 if __name__ == "__main__":

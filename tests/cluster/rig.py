@@ -2,6 +2,7 @@
 PostgreSQL, gateway nodes, and a small asyncio SIP UA (UDP, loopback only).
 """
 import asyncio
+import collections
 import json
 import os
 import random
@@ -10,15 +11,54 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
 
 
-def free_port():
-    s = socket.socket()
+def free_port(kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
     s.bind(("127.0.0.1", 0))
     p = s.getsockname()[1]
     s.close()
     return p
+
+
+def stop(proc, sig=signal.SIGTERM):
+    """Stops a child process by its PID: `sig`, then SIGKILL if it has not
+    exited 10 s later."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def finish(report, violations, root, keep=False):
+    """Prints the JSON report. With violations: exits 1, the logs left in
+    `root`; else `root` is removed unless `keep`."""
+    print(json.dumps(report, indent=2))
+    if violations:
+        print(f"FAILED: {len(violations)} violations; logs in {root}", file=sys.stderr)
+        sys.exit(1)
+    if keep:
+        print(f"logs in {root}", file=sys.stderr)
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def work_dir(prefix):
+    """A temporary directory for a run's PostgreSQL, configurations and
+    logs; open to the postgres user when running as root (initdb runs as
+    that user)."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        os.chmod(root, 0o777)
+    return root
 
 
 def pg_bin():
@@ -59,11 +99,7 @@ class Postgres:
         return f"host=127.0.0.1 port={self.port} user=gw dbname=postgres"
 
     def stop(self):
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc, signal.SIGINT)  # fast shutdown
 
 
 class Node:
@@ -109,17 +145,68 @@ max_subscriptions_per_watcher = 100000
             if m:
                 self.http = m.group(1).strip()
 
+    def metric(self, name):
+        """The sum of a counter's samples (every label set) on /metrics;
+        0 while the counter has not been incremented (not yet exported)."""
+        with urllib.request.urlopen(f"http://{self.http}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                   if l.startswith(name) and l[len(name):len(name) + 1] in (" ", "{"))
+
     def kill9(self):
         self.proc.kill()
         self.proc.wait()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc)
+
+
+class Kamailio:
+    """Kamailio running `cfg` on a loopback UDP port (`self.addr`),
+    advertised as `advertise` (a host name) when given, with `defines` as
+    extra -A options (the LISTEN define is set here); its log in
+    `root`/`name`.log. Stopped by PID."""
+
+    def __init__(self, root, cfg, defines=(), name="kamailio", advertise=None):
+        self.port = free_port(socket.SOCK_DGRAM)
+        self.addr = ("127.0.0.1", self.port)
+        self.log_path = os.path.join(root, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        listen = f"udp:127.0.0.1:{self.port}" + (f" advertise {advertise}:{self.port}" if advertise else "")
+        args = ["kamailio", "-f", cfg, "-DD", "-E", "-Y", root, "-A", f"LISTEN={listen}"]
+        for d in defines:
+            args += ["-A", d]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        # Ready when it answers an OPTIONS addressed to itself.
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        probe.settimeout(0.2)
+        me = probe.getsockname()
+        req = (f"OPTIONS sip:127.0.0.1:{self.port} SIP/2.0\r\nVia: SIP/2.0/UDP {me[0]}:{me[1]};branch=z9hG4bKready\r\n"
+               f"Max-Forwards: 70\r\nFrom: <sip:rig@example.com>;tag=r\r\nTo: <sip:127.0.0.1:{self.port}>\r\n"
+               f"Call-ID: ready\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+        try:
+            for _ in range(50):
+                if self.proc.poll() is not None:
+                    break
+                probe.sendto(req, self.addr)
+                try:
+                    if probe.recv(65535).startswith(b"SIP/2.0 200"):
+                        return
+                except socket.timeout:
+                    pass
+        finally:
+            probe.close()
+        stop(self.proc)
+        raise SystemExit(f"kamailio did not start; see {self.log_path}")
+
+    def lines(self, pattern):
+        """The log lines matching the regular expression `pattern`."""
+        with open(self.log_path) as f:
+            return [l for l in f if re.search(pattern, l)]
+
+    def stop(self):
+        stop(self.proc)
 
 
 def pidf(user, note):
@@ -139,6 +226,22 @@ def parse(data):
     return lines[0], hdrs, body
 
 
+# A NOTIFY as received: when (monotonic), its CSeq number, the <note> of
+# its PIDF body (None without one), its Contact URI and its top Via's
+# sent-by ("host:port": the element that sent it to us).
+Notify = collections.namedtuple("Notify", "t cseq note contact via")
+
+
+def answer(transport, h, peer, status, extra=""):
+    """Answers the request whose headers are `h`, received from `peer`,
+    with `status` ("200 OK") and `extra` header lines, at its top Via's
+    sent-by (RFC 3261 §18.2.2)."""
+    m = re.search(r"SIP/2.0/UDP ([^:;]+):(\d+)", h["via"][0])
+    resp = f"SIP/2.0 {status}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k in ("via", "from", "to", "call-id", "cseq") for v in h[k]) + extra + "Content-Length: 0\r\n\r\n"
+    transport.sendto(resp.encode(), (m.group(1), int(m.group(2))) if m else peer)
+
+
 class Ua(asyncio.DatagramProtocol):
     """One UDP endpoint: sends requests, matches responses by branch,
     answers NOTIFYs 200 to their top Via (RFC 3261 §18.2.2) and records
@@ -147,7 +250,7 @@ class Ua(asyncio.DatagramProtocol):
     def __init__(self, report):
         self.pending = {}
         self.report = report
-        self.notifies = {}  # call-id -> [(time, cseq, note, contact_port)]
+        self.notifies = {}  # call-id -> [Notify]
         self.seen = set()  # (call-id, Via branch) of NOTIFYs received
 
     def connection_made(self, t):
@@ -166,10 +269,7 @@ class Ua(asyncio.DatagramProtocol):
         if start.startswith("NOTIFY"):
             via = h["via"][0]
             m = re.search(r"SIP/2.0/UDP ([^:;]+):(\d+)", via)
-            dest = (m.group(1), int(m.group(2))) if m else peer
-            resp = "SIP/2.0 200 OK\r\n" + "".join(
-                f"{k}: {v}\r\n" for k in ("via", "from", "to", "call-id", "cseq") for v in h[k]) + "Content-Length: 0\r\n\r\n"
-            self.t.sendto(resp.encode(), dest)
+            answer(self.t, h, peer, "200 OK")
             call = h["call-id"][0]
             cseq = int(h["cseq"][0].split()[0])
             branch = re.search(r"branch=([^;,\s]+)", via)
@@ -182,9 +282,10 @@ class Ua(asyncio.DatagramProtocol):
                 return
             self.seen.add(key)
             note = re.search(r"<note>(.*?)</note>", body)
-            cport = re.search(r":(\d+)[;>]", h.get("contact", [""])[0])
-            self.notifies.setdefault(call, []).append(
-                (time.monotonic(), cseq, note.group(1) if note else None, int(cport.group(1)) if cport else 0))
+            contact = re.search(r"<([^>]*)>", h.get("contact", [""])[0])
+            self.notifies.setdefault(call, []).append(Notify(
+                time.monotonic(), cseq, note.group(1) if note else None,
+                contact.group(1) if contact else None, f"{m.group(1)}:{m.group(2)}" if m else None))
 
     async def request(self, dest, text, wait=6.0):
         branch = f"z9hG4bK{random.getrandbits(64):x}"
