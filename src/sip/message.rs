@@ -173,8 +173,20 @@ impl Message {
     /// A response to `req` per RFC 3261 §8.2.6.2: Via (all values, in
     /// order), From, To, Call-ID and CSeq copied. The To tag, when needed, is
     /// the caller's to add.
+    ///
+    /// A response that can establish a dialog (101–299 to a dialog-creating
+    /// request outside a dialog) also carries every Record-Route of the
+    /// request, in order (RFC 3261 §12.1.1): without them the UAC's route
+    /// set is empty, and its in-dialog requests bypass the proxies that
+    /// asked to stay on the path.
     pub fn response_to(req: &Message, code: u16, reason: &str) -> Message {
         let mut resp = Message::response(code, reason);
+        let establishes = (101..300).contains(&code)
+            && matches!(
+                req.method(),
+                Some(Method::Subscribe | Method::Invite | Method::Refer)
+            )
+            && req.to().is_some_and(|t| t.tag().is_none());
         for f in &req.headers {
             if matches!(
                 f.name,
@@ -183,7 +195,8 @@ impl Message {
                     | HeaderName::To
                     | HeaderName::CallId
                     | HeaderName::CSeq
-            ) {
+            ) || (establishes && f.name == HeaderName::RecordRoute)
+            {
                 resp.headers.push(HeaderField {
                     name: f.name.clone(),
                     value: f.value.clone(),
@@ -744,5 +757,74 @@ pub fn default_reason(code: u16) -> &'static str {
             5 => "Server Failure",
             _ => "Global Failure",
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::framing::{Limits, parse_datagram};
+
+    fn parse(text: &str) -> Message {
+        parse_datagram(Bytes::from(text.replace('\n', "\r\n")), &Limits::default()).unwrap()
+    }
+
+    const SUBSCRIBE: &str = "SUBSCRIBE sip:alice@example.com SIP/2.0
+Via: SIP/2.0/UDP proxy2.example.net;branch=z9hG4bK2
+Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1
+Record-Route: <sip:proxy2.example.net;lr>
+Record-Route: <sip:proxy1.example.net;lr;foo=bar>
+Max-Forwards: 69
+From: <sip:w@example.com>;tag=w
+To: <sip:alice@example.com>
+Call-ID: rr1
+CSeq: 1 SUBSCRIBE
+Contact: <sip:w@192.0.2.7>
+Event: presence
+Content-Length: 0
+
+";
+
+    fn record_routes(m: &Message) -> Vec<String> {
+        m.fields(&HeaderName::RecordRoute)
+            .map(|f| f.value.to_string())
+            .collect()
+    }
+
+    // RFC 3261 §12.1.1: every Record-Route value, in order, unchanged.
+    #[test]
+    fn a_dialog_establishing_response_copies_the_record_route() {
+        let req = parse(SUBSCRIBE);
+        for code in [200, 202] {
+            let resp = Message::response_to(&req, code, "");
+            assert_eq!(
+                record_routes(&resp),
+                [
+                    "<sip:proxy2.example.net;lr>",
+                    "<sip:proxy1.example.net;lr;foo=bar>"
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn no_record_route_where_no_dialog_is_established() {
+        let req = parse(SUBSCRIBE);
+        // A final error or a 100 establishes nothing.
+        for code in [100, 400, 489, 503] {
+            assert!(
+                record_routes(&Message::response_to(&req, code, "")).is_empty(),
+                "{code}"
+            );
+        }
+        // A refresh inside the dialog keeps the route set it has (§12.2).
+        let refresh = parse(&SUBSCRIBE.replace(
+            "To: <sip:alice@example.com>",
+            "To: <sip:alice@example.com>;tag=n",
+        ));
+        assert!(record_routes(&Message::response_to(&refresh, 200, "")).is_empty());
+        // Nor does a PUBLISH, which never creates a dialog.
+        let publish = parse(&SUBSCRIBE.replace("SUBSCRIBE", "PUBLISH"));
+        assert!(record_routes(&Message::response_to(&publish, 200, "")).is_empty());
     }
 }
