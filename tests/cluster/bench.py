@@ -9,9 +9,11 @@ call, or under 95 % of the offered rate). Each step reports:
   * achieved rate (successful calls only) and retransmissions;
   * CPU per PUBLISH of each gateway node and of PostgreSQL (all its
     processes), in µs, from /proc (utime + stime);
-  * database round trips per PUBLISH (pg_stat_statements: statements
-    executed, BEGIN and COMMIT included) and committed transactions per
-    PUBLISH (pg_stat_database.xact_commit);
+  * database statements per PUBLISH (pg_stat_statements, BEGIN and COMMIT
+    included), transactions (COMMITs) per PUBLISH, round trips per PUBLISH
+    (TCP data segments the gateways sent to PostgreSQL: a client that
+    waits for each answer sends one segment per round trip, a pipelined
+    group leaves as one) and WAL bytes per PUBLISH (pg_current_wal_lsn);
   * the share of requests forwarded between nodes
     (sipgw_cluster_forwarded_total).
 
@@ -35,11 +37,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
-from rig import Node, Postgres, free_port, pg_bin
+from rig import Node, Postgres, free_port, pg_bin, work_dir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCENARIO = os.path.join(HERE, "..", "sipp", "side-by-side", "kamailio", "scenarios", "publish.xml")
@@ -104,7 +105,7 @@ class Db:
         flushes an idle backend's counters that late)."""
         stmts, commits = self.q(
             "SELECT coalesce(sum(calls), 0), coalesce(sum(calls) FILTER (WHERE query = 'COMMIT'), 0) "
-            "FROM pg_stat_statements WHERE query NOT ILIKE '%pg_stat%'")[0]
+            "FROM pg_stat_statements WHERE query NOT ILIKE '%pg_stat%' AND query NOT ILIKE '%wal_lsn%'")[0]
         return int(stmts), int(commits)
 
     def wal_lsn(self):
@@ -115,7 +116,7 @@ class Db:
 
     def top(self, n=8):
         return self.q("SELECT calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) FROM pg_stat_statements "
-                      f"WHERE query NOT ILIKE '%pg_stat%' ORDER BY calls DESC LIMIT {n}")
+                      f"WHERE query NOT ILIKE '%pg_stat%' AND query NOT ILIKE '%wal_lsn%' ORDER BY calls DESC LIMIT {n}")
 
 
 def pg_segments(port):
@@ -283,17 +284,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", required=True)
     ap.add_argument("--configs", default="sled1,pg1,pg2,pg3,pg3-spread")
-    ap.add_argument("--rates", default="1000,2000,3000,4000,5000,6000,8000")
+    ap.add_argument("--rates", default="2000,4000,6000,8000,10000,12000,14000,16000")
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work directory (SIPp logs, node logs)")
     args = ap.parse_args()
     args.binary = os.path.abspath(args.binary)
     rates = [int(r) for r in args.rates.split(",")]
-    root = tempfile.mkdtemp(prefix="sipgw-clbench-")
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        os.chmod(root, 0o777)
+    root = work_dir("sipgw-clbench-")
     pg = Postgres(root, settings=("shared_preload_libraries=pg_stat_statements",
                                   "pg_stat_statements.track_utility=on", "pg_stat_statements.max=1000"))
     db = Db(pg)
