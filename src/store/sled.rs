@@ -796,21 +796,50 @@ fn probe(dir: &Path) -> Result<(), StoreError> {
     written.map_err(|e| StoreError::Unwritable(format!("{}: {e}", file.display())))
 }
 
-/// Applies `batch` as one transaction; the value each op found (in op
-/// order), for undoing it should the flush fail.
+/// Applies `batch` atomically; the value each op found (in op order), for
+/// undoing it should the flush fail.
+///
+/// A sled transaction costs per tree it spans (an overlay each, staged
+/// under sled's global write lock, committed tree by tree), so it spans
+/// only the trees the batch touches; and a batch of one op needs none: a
+/// single insert or remove is atomic by itself.
 fn apply(trees: &[sled::Tree], batch: &Batch) -> Result<Vec<Option<sled::IVec>>, StoreError> {
     use sled::Transactional;
-    if batch.ops.is_empty() {
-        return Ok(Vec::new());
+    let tree_of = |op: &Op| match op {
+        Op::Put(t, ..) | Op::Delete(t, _) => t.index(),
+    };
+    match batch.ops.as_slice() {
+        [] => return Ok(Vec::new()),
+        [Op::Put(t, k, v)] => {
+            return Ok(vec![
+                trees[t.index()]
+                    .insert(k.as_slice(), v.as_slice())
+                    .map_err(io)?,
+            ]);
+        }
+        [Op::Delete(t, k)] => return Ok(vec![trees[t.index()].remove(k.as_slice()).map_err(io)?]),
+        _ => {}
     }
-    trees
+    // Position of each touched tree in the transaction's view.
+    let mut slot = [usize::MAX; Tree::ALL.len()];
+    let mut touched: Vec<&sled::Tree> = Vec::with_capacity(2);
+    for op in &batch.ops {
+        let i = tree_of(op);
+        if slot[i] == usize::MAX {
+            slot[i] = touched.len();
+            touched.push(&trees[i]);
+        }
+    }
+    touched
+        .as_slice()
         .transaction(|tx| {
             // Built afresh each time: sled may run the closure again.
             let mut before = Vec::with_capacity(batch.ops.len());
             for op in &batch.ops {
+                let view = &tx[slot[tree_of(op)]];
                 before.push(match op {
-                    Op::Put(t, k, v) => tx[t.index()].insert(k.as_slice(), v.as_slice())?,
-                    Op::Delete(t, k) => tx[t.index()].remove(k.as_slice())?,
+                    Op::Put(_, k, v) => view.insert(k.as_slice(), v.as_slice())?,
+                    Op::Delete(_, k) => view.remove(k.as_slice())?,
                 });
             }
             Ok::<_, sled::transaction::ConflictableTransactionError<()>>(before)
