@@ -293,3 +293,61 @@ async fn a_refused_group_is_rolled_back_whole_and_the_next_commits() {
     assert_eq!(a.get(Tree::Policies, &carol).unwrap(), None);
     a.close().await.unwrap();
 }
+
+/// The database restarts under a running node (an operator's restart, a
+/// failover of the primary): every connection drops. Commits made while it
+/// is down fail (nothing is acknowledged that is not durable); once it is
+/// back the node reconnects by itself (writer, reader and lease loop), keeps
+/// its leases and commits and reads again, with no restart of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_reconnects_after_the_database_restarts() {
+    let Some(mut pg) = PgServer::start() else {
+        return;
+    };
+    let a = PgStore::open(opts(&pg, "a", 6)).unwrap();
+    let key = |n: u32| policy_key(&format!("sip:user{n}@x"), "sip:w@x");
+    let put = |n: u32| {
+        let mut b = Batch::default();
+        b.put(Tree::Policies, key(n), format!("v{n}").into_bytes());
+        b
+    };
+    a.commit(put(1)).await.unwrap();
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    })
+    .await
+    .unwrap();
+    // The first commit after the restart may meet the dead connection: it
+    // fails, and is not applied. Within a few attempts one succeeds, well
+    // inside the lease TTL (6 s), so the leases were kept.
+    let mut committed = None;
+    for n in 2..40 {
+        match a.commit(put(n)).await {
+            Ok(()) => {
+                committed = Some(n);
+                break;
+            }
+            Err(e) => {
+                assert!(!matches!(e, StoreError::Fenced { .. }), "{e}");
+                assert_eq!(a.get(Tree::Policies, &key(n)).ok().flatten(), None);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = committed.expect("a commit succeeds after the database is back");
+    assert_eq!(
+        a.get(Tree::Policies, &key(n)).unwrap(),
+        Some(format!("v{n}").into_bytes())
+    );
+    assert_eq!(
+        a.get(Tree::Policies, &key(1)).unwrap(),
+        Some(b"v1".to_vec())
+    );
+    // The lease loop reconnected too: the leases are still renewed two TTLs
+    // later (another node is refused, and this one still commits).
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert!(PgStore::open(opts(&pg, "b", 6)).is_err());
+    a.commit(put(100)).await.unwrap();
+    a.close().await.unwrap();
+}

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct PgServer {
     child: Child,
     pub port: u16,
+    bin: PathBuf,
+    user: Option<(u32, u32)>,
     _dir: TempDir,
 }
 
@@ -110,36 +112,28 @@ impl PgServer {
             .unwrap()
             .port();
         let log = std::fs::File::create(dir.0.join("postgres.log")).unwrap();
+        drop(log);
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(dir.0.join("postgres.log"), Some(uid), Some(gid)).unwrap();
         }
-        let child = command(&bin, "postgres", user)
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&dir.0)
-            .args([
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "max_connections=60",
-                "-c",
-                "shared_buffers=32MB",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("postgres starts");
+        let child = spawn_server(&bin, user, &dir.0, port);
         let server = PgServer {
             child,
             port,
+            bin,
+            user,
             _dir: dir,
         };
+        server.wait_ready();
+        Some(server)
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && command(&bin, "pg_isready", None)
-                    .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && command(&self.bin, "pg_isready", None)
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
                     .status()
                     .map(|s| s.success())
                     .unwrap_or(false)
@@ -149,22 +143,18 @@ impl PgServer {
             assert!(Instant::now() < deadline, "postgres did not start in 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(server)
     }
 
-    /// A connection string for database `postgres` as user `gw`.
-    pub fn url(&self) -> String {
-        format!("host=127.0.0.1 port={} user=gw dbname=postgres", self.port)
+    /// Stops the server (fast shutdown: every client disconnected) and
+    /// starts it again on the same data and port, as an operator's restart
+    /// or a database failover looks to the gateway.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_server(&self.bin, self.user, &self._dir.0, self.port);
+        self.wait_ready();
     }
 
-    /// The server's log so far (for failure messages).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.0.join("postgres.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
+    fn stop(&mut self) {
         // SIGINT: PostgreSQL's fast shutdown (disconnects clients, then
         // stops cleanly).
         let _ = Command::new("kill")
@@ -180,4 +170,50 @@ impl Drop for PgServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// A connection string for database `postgres` as user `gw`.
+    pub fn url(&self) -> String {
+        format!("host=127.0.0.1 port={} user=gw dbname=postgres", self.port)
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.0.join("postgres.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `postgres` on `dir/data`, logging (appending) to `dir/postgres.log`.
+fn spawn_server(
+    bin: &std::path::Path,
+    user: Option<(u32, u32)>,
+    dir: &std::path::Path,
+    port: u16,
+) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("postgres.log"))
+        .unwrap();
+    command(bin, "postgres", user)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args(["-p", &port.to_string(), "-k"])
+        .arg(dir)
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=60",
+            "-c",
+            "shared_buffers=32MB",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("postgres starts")
 }

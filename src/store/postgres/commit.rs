@@ -45,24 +45,15 @@ fn coalesce(batches: &[&Batch]) -> Final {
 }
 
 pub(super) async fn committer(
-    mut c: Client,
+    c: Client,
+    url: String,
     mut rx: mpsc::UnboundedReceiver<(Batch, Waiter)>,
     holdings: Arc<Holdings>,
     sharder: Sharder,
     node: String,
     healthy: Arc<AtomicBool>,
 ) {
-    let st = match Statements::prepare(&c).await {
-        Ok(st) => st,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot prepare the commit statements");
-            healthy.store(false, Ordering::Release);
-            while let Some((_, waiter)) = rx.recv().await {
-                let _ = waiter.send(Err(e.clone()));
-            }
-            return;
-        }
-    };
+    let mut conn = Statements::prepare(&c).await.map(|st| (c, st));
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -85,8 +76,17 @@ pub(super) async fn committer(
         if taken.is_empty() {
             continue;
         }
+        // The server restarted or the network dropped the connection: a
+        // new one (and its statements) before this group, never a busy
+        // loop (only a group waiting makes it try).
+        if conn.as_ref().map_or(true, |(c, _)| c.is_closed()) {
+            conn = reopen(&url).await;
+        }
         let batches: Vec<&Batch> = taken.iter().map(|(b, _)| b).collect();
-        let result = apply(&mut c, &st, &batches, &sharder, &holdings, &node).await;
+        let result = match &mut conn {
+            Ok((c, st)) => apply(c, st, &batches, &sharder, &holdings, &node).await,
+            Err(e) => Err(e.clone()),
+        };
         match &result {
             Ok(()) => healthy.store(true, Ordering::Release),
             Err(StoreError::Fenced { .. }) => {}
@@ -99,6 +99,14 @@ pub(super) async fn committer(
             let _ = waiter.send(result.clone());
         }
     }
+}
+
+/// A new writer connection with its statements prepared.
+async fn reopen(url: &str) -> Result<(Client, Statements), StoreError> {
+    let c = super::connect(url).await?;
+    let st = Statements::prepare(&c).await?;
+    tracing::info!("reconnected to PostgreSQL (writer)");
+    Ok((c, st))
 }
 
 fn unheld_shard(batch: &Batch, sharder: &Sharder, holdings: &Holdings) -> Option<u32> {

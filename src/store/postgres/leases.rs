@@ -511,7 +511,7 @@ async fn renew_held(c: &Client, opts: &PgOptions, holdings: &Holdings) -> Result
 /// takes or gives back (`LISTEN`); marks the store unhealthy while the
 /// database cannot be reached, and keeps its size measured.
 pub(super) async fn renew(
-    c: Client,
+    mut c: Client,
     opts: PgOptions,
     holdings: Arc<Holdings>,
     healthy: Arc<AtomicBool>,
@@ -531,6 +531,19 @@ pub(super) async fn renew(
             _ = tick.tick() => {}
             // Not at once: the node that sent it is still committing.
             _ = wake.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+        if c.is_closed() {
+            // The server restarted or the connection dropped: a new one,
+            // tried once a round; the leases run out meanwhile if it never
+            // comes back, and the fence keeps every write safe.
+            match super::connect(&opts.url).await {
+                Ok(n) => c = n,
+                Err(e) => {
+                    tracing::error!(error = %e, "lease round: cannot reconnect");
+                    healthy.store(false, Ordering::Release);
+                    continue;
+                }
+            }
         }
         match round(&c, &opts, &holdings, started).await {
             Ok(()) => healthy.store(true, Ordering::Release),

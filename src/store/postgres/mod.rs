@@ -357,7 +357,7 @@ async fn run(
         Ok::<_, StoreError>((writer, reader, leaser))
     }
     .await;
-    let (writer, reader, leaser) = match opened {
+    let (writer, mut reader, leaser) = match opened {
         Ok(c) => c,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -367,6 +367,7 @@ async fn run(
     let _ = ready.send(Ok(()));
     let committer = tokio::spawn(committer(
         writer,
+        opts.url.clone(),
         commits,
         holdings.clone(),
         opts.sharder.clone(),
@@ -381,6 +382,14 @@ async fn run(
         size,
     ));
     while let Some(job) = jobs.recv().await {
+        // Reads go on a new connection once the old one is gone (a server
+        // restart); the failed read itself was answered with its error.
+        if reader.is_closed() {
+            match connect(&opts.url).await {
+                Ok(c) => reader = c,
+                Err(e) => tracing::warn!(error = %e, "cannot reconnect the reader"),
+            }
+        }
         match job {
             Job::Get { tree, key, reply } => {
                 let r = reader

@@ -10,25 +10,12 @@
 # Env: RATE (default 10000), ROUNDS (default 2). Loopback only.
 set -u -o pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$HERE/lib.sh"
 RATE="${RATE:-10000}"; ROUNDS="${ROUNDS:-2}"
 WORK="$(mktemp -d /tmp/ab.XXXXXX)"; PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"' EXIT
-cat > "$WORK/g.toml" <<TOML
-[sip]
-listen = ["udp:127.0.0.1:15580"]
-local_domains = ["example.com"]
-[cpim]
-listen = "127.0.0.1:18580"
-[presence]
-default_policy = "allow"
-notify_min_interval_ms = 0
-subscribe_success_code = 200
-max_expires = 3600
-[store]
-path = "$WORK/store"
-[log]
-level = "warn"
-TOML
+gateway_toml "$WORK/g.toml" 15580 18580 "$WORK/store"
 cp "$HERE/kamailio/scenarios/publish.xml" "$WORK/"
 for _ in $(seq 1 "$ROUNDS"); do
 	for bin in "$@"; do

@@ -17,6 +17,8 @@
 # counts successful calls only: past capacity it is the goodput.
 set -u -o pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=SCRIPTDIR/lib.sh
+source "$HERE/lib.sh"
 KHERE="$HERE/kamailio"
 MODE="${1:-publish}"
 RATES="${2:-4000 6000 8000}"
@@ -59,22 +61,7 @@ start_kam() {
 stop_kam() { kill "$KPID" 2>/dev/null; wait "$KPID" 2>/dev/null; KPID=""; }
 start_gw() {
 	rm -rf "$WORK/store"
-	cat > "$WORK/g.toml" <<EOF
-[sip]
-listen = ["udp:127.0.0.1:$GPORT"]
-local_domains = ["example.com"]
-[cpim]
-listen = "127.0.0.1:$HPORT"
-[presence]
-default_policy = "allow"
-notify_min_interval_ms = 0
-subscribe_success_code = 200
-max_expires = 3600
-[store]
-path = "$WORK/store"
-[log]
-level = "warn"
-EOF
+	gateway_toml "$WORK/g.toml" "$GPORT" "$HPORT" "$WORK/store"
 	"$GW" run --config "$WORK/g.toml" >> "$WORK/g.log" 2>&1 &
 	GPID=$!
 	for _ in $(seq 1 40); do curl -sf "127.0.0.1:$HPORT/readyz" >/dev/null 2>&1 && return 0; sleep 0.25; done
