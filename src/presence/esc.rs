@@ -106,15 +106,18 @@ impl Agent {
         } else {
             None
         };
-        let held: Vec<PublicationRecord> = self
-            .presentities
-            .get(&aor)
-            .map(|p| p.publications.iter().map(|(r, _)| r.clone()).collect())
-            .unwrap_or_default();
-        // The publication being refreshed, modified or removed (§6 step 3).
+        // The publication being refreshed, modified or removed (§6 step 3):
+        // only that one is copied, not every publication the presentity
+        // holds (a presentity with many sources made each PUBLISH copy them
+        // all, bodies included).
         let existing = match &if_match {
-            Some(tag) => match held.iter().find(|r| &r.etag == tag) {
-                Some(r) => Some(r.clone()),
+            Some(tag) => match self.presentities.get(&aor).and_then(|p| {
+                p.publications
+                    .iter()
+                    .find(|(r, _)| &r.etag == tag)
+                    .map(|(r, _)| r.clone())
+            }) {
+                Some(r) => Some(r),
                 None => return refuse(st, Reject::ConditionalRequestFailed),
             },
             None => None,
