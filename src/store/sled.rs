@@ -922,6 +922,66 @@ mod tests {
         ))
     }
 
+    /// `apply` runs a batch over the trees it touches only (or without a
+    /// transaction for one op): every op lands in its own tree, and the
+    /// values it found come back in op order (what undoing a failed flush
+    /// writes back).
+    #[test]
+    fn apply_puts_each_op_in_its_tree_and_returns_what_it_found() {
+        let p = tmp("apply");
+        let db = sled::Config::new().path(&p).temporary(true).open().unwrap();
+        let trees: Vec<sled::Tree> = Tree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()).unwrap())
+            .collect();
+        let tree = |t: Tree| &trees[t.index()];
+        tree(Tree::Policies).insert(b"k", b"old").unwrap();
+        tree(Tree::Dialogs).insert(b"gone", b"was").unwrap();
+
+        let mut b = Batch::default();
+        b.put(Tree::Dialogs, b"d".to_vec(), b"1".to_vec());
+        b.put(Tree::Policies, b"k".to_vec(), b"new".to_vec());
+        b.delete(Tree::Dialogs, b"gone".to_vec());
+        let before = apply(&trees, &b).unwrap();
+        assert_eq!(
+            before,
+            vec![
+                None,
+                Some(sled::IVec::from(b"old")),
+                Some(sled::IVec::from(b"was"))
+            ]
+        );
+        assert_eq!(
+            tree(Tree::Dialogs).get(b"d").unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            tree(Tree::Policies).get(b"k").unwrap().as_deref(),
+            Some(&b"new"[..])
+        );
+        assert_eq!(tree(Tree::Dialogs).get(b"gone").unwrap(), None);
+        assert_eq!(
+            tree(Tree::Policies).get(b"d").unwrap(),
+            None,
+            "no op in another tree"
+        );
+
+        // One op: no transaction, the same answer.
+        let mut one = Batch::default();
+        one.put(Tree::Policies, b"k".to_vec(), b"newer".to_vec());
+        assert_eq!(
+            apply(&trees, &one).unwrap(),
+            vec![Some(sled::IVec::from(b"new"))]
+        );
+        let mut del = Batch::default();
+        del.delete(Tree::Dialogs, b"d".to_vec());
+        assert_eq!(
+            apply(&trees, &del).unwrap(),
+            vec![Some(sled::IVec::from(b"1"))]
+        );
+        assert_eq!(tree(Tree::Dialogs).get(b"d").unwrap(), None);
+    }
+
     #[tokio::test]
     async fn commit_is_atomic_ordered_and_durable() {
         let p = tmp("basic");
