@@ -137,7 +137,7 @@ fn describe() {
     );
     describe_counter!(
         SIP_SHED,
-        "new requests answered 503 because they waited longer than [sip.overload] max_queue_delay_ms"
+        "new requests answered 503 because they would wait (stage=admission) or waited (stage=agent) longer than [sip.overload] max_queue_delay_ms"
     );
     describe_counter!(
         SIP_CLIENT_FAILURES,

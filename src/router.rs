@@ -81,6 +81,9 @@ impl Router {
         match placement.place(&aor) {
             Place::Here => Some(st),
             Place::At { sip, .. } if !sip.is_empty() && !self.forwarded_by_peer(placement, req) => {
+                // Waiting on a peer from here, not on this node's agents.
+                let mut st = st;
+                st.taken();
                 let layer = layer.clone();
                 let again = self.clone();
                 tokio::spawn(async move {
@@ -97,6 +100,8 @@ impl Router {
                 // No holder known yet (a takeover or a start in progress,
                 // or the holder's address not yet read): wait for the view
                 // rather than refuse at once.
+                let mut st = st;
+                st.taken();
                 let again = self.clone();
                 tokio::spawn(async move { again.retry(st, "").await });
                 None

@@ -48,6 +48,7 @@ impl Transmit for Recorder {
                     .on_inbound(Inbound::Message {
                         msg: Box::new(ok),
                         source: source(),
+                        received: tokio::time::Instant::now(),
                     })
                     .await
             });
@@ -68,6 +69,7 @@ fn request(text: &str) -> Inbound {
     Inbound::Message {
         msg: Box::new(parse_datagram(Bytes::from(text), &Limits::default()).unwrap()),
         source: source(),
+        received: tokio::time::Instant::now(),
     }
 }
 

@@ -81,6 +81,7 @@ fn answer(rec: &Recorder, code: u16) -> Inbound {
     Inbound::Message {
         msg: Box::new(Message::response_to(&req, code, "")),
         source: source(),
+        received: tokio::time::Instant::now(),
     }
 }
 
@@ -171,6 +172,7 @@ async fn server_timer_j_keeps_the_response_for_64_t1() {
     let req = || Inbound::Message {
         msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
         source: source(),
+        received: tokio::time::Instant::now(),
     };
     l.on_inbound(req()).await;
     let st = app.recv().await.unwrap();
@@ -208,6 +210,7 @@ async fn server_timer_j_ends_each_transaction_on_its_own_deadline() {
         Inbound::Message {
             msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
             source,
+            received: tokio::time::Instant::now(),
         }
     };
     for (branch, wait) in [("first", 10), ("second", 0)] {
@@ -259,11 +262,13 @@ async fn a_request_that_waited_past_the_budget_is_shed() {
     l.on_inbound(Inbound::Message {
         msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
         source: source(),
+        received: tokio::time::Instant::now(),
     })
     .await;
-    let st = app.recv().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(st.shed(), None, "at the budget it is still served");
+    let mut st = app.recv().await.unwrap();
+    // Admitted, it is served until twice its budget.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(st.shed(), None, "at twice the budget it is still served");
     tokio::time::sleep(Duration::from_millis(1)).await;
     assert_eq!(st.shed(), Some(3));
     // With no budget configured nothing is ever shed.
@@ -273,9 +278,88 @@ async fn a_request_that_waited_past_the_budget_is_shed() {
             parse_datagram(Bytes::from(raw.replace("shed", "keep")), &Limits::default()).unwrap(),
         ),
         source: source(),
+        received: tokio::time::Instant::now(),
     })
     .await;
-    let st = app.recv().await.unwrap();
+    let mut st = app.recv().await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(st.shed(), None);
+}
+
+/// `[sip.overload]` at the transaction layer: a new request already older
+/// than the budget when it is read (its wait in the socket buffer counts)
+/// is refused 503 with the Retry-After at once, statelessly (RFC 3261
+/// §8.2.7): no agent sees it and no transaction is kept for Timer J. A
+/// request inside a dialog has twice the budget, and a retransmission of a
+/// request that was served still gets its own answer, however late.
+#[tokio::test(start_paused = true)]
+async fn a_request_older_than_the_budget_on_arrival_is_refused_statelessly() {
+    let rec = Arc::new(Recorder::default());
+    let policy = UasPolicy {
+        allow: vec![Method::Publish, Method::Subscribe],
+        max_queue_delay: Some(Duration::from_millis(200)),
+        overload_retry_after: 4,
+        ..UasPolicy::default()
+    };
+    let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let request = |branch: &str, to_tag: &str, method: &str, waited_ms: u64| {
+        Inbound::Message {
+        msg: Box::new(
+            parse_datagram(
+                Bytes::from(format!(
+                    "{method} sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK{branch}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:w@example.com>;tag=a\r\nTo: <sip:p@example.com>{to_tag}\r\n\
+                     Call-ID: {branch}@x\r\nCSeq: 1 {method}\r\nEvent: presence\r\nContent-Length: 0\r\n\r\n"
+                )),
+                &Limits::default(),
+            )
+            .unwrap(),
+        ),
+        source: source(),
+        received: Instant::now() - Duration::from_millis(waited_ms),
+    }
+    };
+    let sent = |rec: &Recorder| -> Vec<String> {
+        rec.sends
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    };
+    // 201 ms old on arrival: refused, not queued, not kept.
+    l.on_inbound(request("old", "", "PUBLISH", 201)).await;
+    let out = sent(&rec);
+    assert_eq!(out.len(), 1);
+    assert!(out[0].starts_with("SIP/2.0 503 "), "{}", out[0]);
+    assert!(out[0].contains("\r\nRetry-After: 4\r\n"), "{}", out[0]);
+    assert!(out[0].contains("\r\nCSeq: 1 PUBLISH\r\n"), "{}", out[0]);
+    assert!(app.try_recv().is_err(), "no agent sees a shed request");
+    assert_eq!(l.in_flight().1, 0, "no server transaction for it");
+    // Its retransmission, older still, is refused the same way.
+    l.on_inbound(request("old", "", "PUBLISH", 700)).await;
+    assert_eq!(sent(&rec).len(), 2);
+    assert!(sent(&rec)[1].starts_with("SIP/2.0 503 "));
+    // 199 ms: served.
+    l.on_inbound(request("young", "", "PUBLISH", 199)).await;
+    let st = app.try_recv().expect("a young request reaches its agent");
+    assert_eq!(l.in_flight().1, 1);
+    let ok = st.reply(200, "OK");
+    st.respond(ok).await.unwrap();
+    assert!(sent(&rec)[2].starts_with("SIP/2.0 200 "));
+    // Its retransmission a second later gets the 200 again, not a 503.
+    l.on_inbound(request("young", "", "PUBLISH", 1000)).await;
+    assert_eq!(sent(&rec).len(), 4);
+    assert_eq!(sent(&rec)[3], sent(&rec)[2]);
+    // Inside a dialog (To tag): 300 ms is within its doubled budget, 401 ms is not.
+    l.on_inbound(request("indialog", ";tag=b", "SUBSCRIBE", 300))
+        .await;
+    assert!(
+        app.try_recv().is_ok(),
+        "an in-dialog request gets twice the budget"
+    );
+    l.on_inbound(request("indialog2", ";tag=b", "SUBSCRIBE", 401))
+        .await;
+    assert!(app.try_recv().is_err());
+    assert!(sent(&rec).last().unwrap().starts_with("SIP/2.0 503 "));
 }

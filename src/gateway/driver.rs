@@ -166,9 +166,9 @@ impl Driver {
                 };
                 self.core.handle(event, now)
             }
-            Cmd::Sip(st) => {
+            Cmd::Sip(mut st) => {
                 if let Some(retry_after) = st.shed() {
-                    metrics::counter!(crate::metrics::SIP_SHED).increment(1);
+                    metrics::counter!(crate::metrics::SIP_SHED, "stage" => "agent").increment(1);
                     let r = Reject::Overloaded { retry_after }.response(st.inbound());
                     tokio::spawn(async move {
                         let _ = st.respond(r).await;

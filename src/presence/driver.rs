@@ -114,13 +114,14 @@ impl Agent {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Request(st) => {
-                let st = *st;
+                let mut st = *st;
                 // Logs about this request carry its Call-ID, method and peer.
                 let span = st.span().clone();
                 let _in = span.enter();
+                let shed = st.shed();
                 let inc = st.inbound();
-                let fx = if let Some(retry_after) = st.shed() {
-                    metrics::counter!(crate::metrics::SIP_SHED).increment(1);
+                let fx = if let Some(retry_after) = shed {
+                    metrics::counter!(crate::metrics::SIP_SHED, "stage" => "agent").increment(1);
                     refuse(inc, crate::reject::Reject::Overloaded { retry_after })
                 } else {
                     self.on_request(inc)

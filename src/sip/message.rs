@@ -86,6 +86,20 @@ fn is_core(name: &HeaderName) -> bool {
 }
 
 impl CoreHeaders {
+    /// Forgets a single-valued core header, before it is decoded anew.
+    fn reset(&mut self, name: &HeaderName) {
+        match name {
+            HeaderName::From => self.from = None,
+            HeaderName::To => self.to = None,
+            HeaderName::CallId => self.call_id = None,
+            HeaderName::CSeq => self.cseq = None,
+            HeaderName::MaxForwards => self.max_forwards = None,
+            HeaderName::ContentLength => self.content_length = None,
+            _ => {}
+        }
+        self.repeated.retain(|n| n != name);
+    }
+
     /// Decodes one core header into place.
     fn absorb(&mut self, f: &HeaderField) -> Result<(), ValueError> {
         macro_rules! single {
@@ -557,8 +571,16 @@ impl Message {
                 offset: 0,
             }),
         }
-        if is_core(&name) {
+        if name == HeaderName::Via {
             self.refresh_core();
+        } else if is_core(&name) {
+            // One field of a single-valued core header now: decode just it
+            // (a full refresh re-decodes every core header; `reply` sets
+            // To on every response).
+            self.core.reset(&name);
+            if let Some(f) = self.headers.iter().find(|f| f.name == name) {
+                let _ = self.core.absorb(f);
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! [`ServerTransaction`] on a channel and starts client transactions with
 //! [`TransactionLayer::send_request`].
 
+mod admission;
 mod client;
 mod expiry;
 mod server;
@@ -104,6 +105,8 @@ struct Shared {
     /// Shutting down: new requests are refused with 503, transactions in
     /// progress (and retransmissions of answered requests) continue.
     draining: std::sync::atomic::AtomicBool,
+    /// New requests waiting for their agents (`[sip.overload]`).
+    admission: admission::Admission,
     /// Timer J of server transactions over unreliable transports.
     timer_j: Arc<Expiry<ServerKey>>,
     /// Timer K of client transactions over unreliable transports.
@@ -173,6 +176,7 @@ impl TransactionLayer {
             app,
             active_clients: std::sync::atomic::AtomicUsize::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
+            admission: admission::Admission::new(),
             timer_j: Expiry::new(server::end_servers),
             timer_k: Expiry::new(end_clients),
         });
@@ -219,10 +223,12 @@ impl TransactionLayer {
     /// Handles one received event.
     pub async fn on_inbound(&self, ev: Inbound) {
         match ev {
-            Inbound::Message { msg, source } if msg.is_request() => {
-                self.on_request(*msg, source).await
-            }
-            Inbound::Message { msg, source } => self.on_response(*msg, &source),
+            Inbound::Message {
+                msg,
+                source,
+                received,
+            } if msg.is_request() => self.on_request(*msg, source, received).await,
+            Inbound::Message { msg, source, .. } => self.on_response(*msg, &source),
             Inbound::Malformed {
                 bytes,
                 error,

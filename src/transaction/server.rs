@@ -136,6 +136,8 @@ pub struct ServerTransaction {
     span: tracing::Span,
     /// When the request arrived, for shedding by queue delay.
     received: Instant,
+    /// Counted in the admission queue (see `admission`).
+    queued: bool,
 }
 
 /// Ends server transactions whose Timer J fired.
@@ -149,8 +151,32 @@ pub(super) fn end_servers(shared: &Shared, keys: &mut Vec<ServerKey>) {
     }
 }
 
+/// How long `req` may wait, from its arrival, before it is refused 503
+/// under overload (`[sip.overload] max_queue_delay_ms`; `None`: never).
+/// A request inside a dialog gets twice the budget: it finishes work
+/// already admitted (the un-SUBSCRIBE of a subscription that was served),
+/// so new work is refused first, and a dialog once accepted is not
+/// stranded half-way.
+fn shed_budget(policy: &uas::UasPolicy, req: &Message) -> Option<std::time::Duration> {
+    let budget = policy.max_queue_delay?;
+    let in_dialog = req.to().is_some_and(|t| t.tag().is_some());
+    Some(if in_dialog { budget * 2 } else { budget })
+}
+
 impl TransactionLayer {
-    pub(super) async fn on_request(&self, mut req: Message, source: Source) {
+    /// Admission (`admission`): whether `req`, received at `received`,
+    /// would exceed its wait budget, by its age so far plus the wait the
+    /// agents' queue promises.
+    fn too_late(&self, req: &Message, received: Instant) -> bool {
+        let Some(budget) = shed_budget(&self.shared.policy, req) else {
+            return false;
+        };
+        let now = Instant::now();
+        let age = now.saturating_duration_since(received);
+        age > budget || age + self.shared.admission.expected_wait(now) > budget
+    }
+
+    pub(super) async fn on_request(&self, mut req: Message, source: Source, received: Instant) {
         stamp_received(&mut req, &source);
         let Some(key) = server_key(&req, &source) else {
             tracing::debug!(peer = %source.peer, "request without Via dropped");
@@ -193,6 +219,29 @@ impl TransactionLayer {
         };
         let method_label = m::method_label(Some(&method));
         metrics::counter!(m::SIP_REQUESTS_RECEIVED, "method" => method_label).increment(1);
+        if method != Method::Cancel && self.too_late(&req, received) {
+            // It would not be answered before the client retransmits:
+            // refuse it here, before it costs a transaction, a task or the
+            // agent's time, and statelessly (RFC 3261 §8.2.7): a
+            // retransmission meets the same check, and under overload the
+            // table must not grow with what is refused (it would hold each
+            // for Timer J). See `admission`.
+            metrics::counter!(m::SIP_SHED, "stage" => "admission").increment(1);
+            metrics::counter!(m::SIP_RESPONSES_SENT, "method" => method_label, "code" => m::code_label(503))
+                .increment(1);
+            let mut resp = uas::reply(
+                &req,
+                503,
+                "Service Unavailable (overloaded)",
+                &random_token(),
+            );
+            resp.push_header(
+                HeaderName::RetryAfter,
+                self.shared.policy.overload_retry_after.to_string(),
+            );
+            let _ = self.shared.transport.send(resp.to_bytes(), target).await;
+            return;
+        }
         let entry = Arc::new(ServerEntry {
             target,
             invite: method == Method::Invite,
@@ -234,8 +283,10 @@ impl TransactionLayer {
             shared: self.shared.clone(),
             answered: false,
             span,
-            received: Instant::now(),
+            received,
+            queued: true,
         };
+        self.shared.admission.enter();
         if self
             .shared
             .draining
@@ -418,9 +469,25 @@ impl ServerTransaction {
     /// refuse the rest cheaply, so goodput stays near capacity and the
     /// clients stop retransmitting (RFC 3261 §21.5.4; the queue-delay
     /// signal of RFC 7339's ideas, without its Via parameters).
-    pub fn shed(&self) -> Option<u32> {
-        let limit = self.shared.policy.max_queue_delay?;
-        (self.received.elapsed() > limit).then_some(self.shared.policy.overload_retry_after)
+    ///
+    /// Admitted requests get twice their admission budget here: the
+    /// admission's estimate has already been paid for (parse, transaction,
+    /// queueing), and serving one a little late still answers it before T1
+    /// with the default budget; refusing it would waste that work and
+    /// lower the goodput (`admission`).
+    pub fn shed(&mut self) -> Option<u32> {
+        self.taken();
+        let budget = shed_budget(&self.shared.policy, &self.inbound.request)?;
+        (self.received.elapsed() > budget * 2).then_some(self.shared.policy.overload_retry_after)
+    }
+
+    /// An agent (or a forwarder) has taken the request from the queue:
+    /// from here it no longer counts towards the wait new requests are
+    /// promised (`admission`). Idempotent.
+    pub fn taken(&mut self) {
+        if std::mem::take(&mut self.queued) {
+            self.shared.admission.leave();
+        }
     }
 
     /// The request as pure data, for deciding the answer.
@@ -469,6 +536,7 @@ impl ServerTransaction {
     /// retransmissions until Timer J.
     pub async fn respond(mut self, resp: Message) -> Result<(), TransportError> {
         use tracing::Instrument;
+        self.taken();
         self.answered = true;
         let span = self.span.clone();
         span.in_scope(|| tracing::debug!(code = resp.status(), "response"));
@@ -486,6 +554,7 @@ impl AsRef<IncomingRequest> for ServerTransaction {
 
 impl Drop for ServerTransaction {
     fn drop(&mut self) {
+        self.taken();
         if self.answered {
             return;
         }

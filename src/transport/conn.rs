@@ -558,6 +558,7 @@ impl ConnTable {
                             .send(Inbound::Message {
                                 msg: Box::new(msg),
                                 source: source.clone(),
+                                received: tokio::time::Instant::now(),
                             })
                             .await
                             .is_err()

@@ -10,6 +10,7 @@ mod conn;
 mod listener;
 pub mod resolve;
 pub mod routing;
+mod rxstamp;
 mod tls;
 mod udp;
 
@@ -107,8 +108,14 @@ pub struct Source {
 /// Something received.
 #[derive(Debug)]
 pub enum Inbound {
-    /// A well-formed message.
-    Message { msg: Box<Message>, source: Source },
+    /// A well-formed message, and when it arrived: for UDP when the kernel
+    /// queued the datagram (its wait in the socket buffer included), for a
+    /// stream when its last byte was read.
+    Message {
+        msg: Box<Message>,
+        source: Source,
+        received: tokio::time::Instant,
+    },
     /// Bytes that did not parse; a request among them may deserve a 400.
     Malformed {
         bytes: Bytes,

@@ -6,8 +6,10 @@ use crate::sip::{Limits, parse_datagram};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 pub(super) struct UdpEndpoint {
     socket: Arc<UdpSocket>,
@@ -46,6 +48,10 @@ impl UdpEndpoint {
                 );
             }
         }
+        if let Err(e) = super::rxstamp::enable(&raw) {
+            // Shedding then measures from the read, not the arrival.
+            tracing::warn!(error = %e, "cannot enable kernel receive timestamps (SO_TIMESTAMPNS)");
+        }
         raw.set_nonblocking(true)?;
         raw.bind(&addr.into())?;
         let socket = Arc::new(UdpSocket::from_std(raw.into())?);
@@ -80,14 +86,28 @@ fn spawn_receiver(
         // configured limit is refused by the parser before it allocates.
         let mut buf = vec![0u8; 65_536];
         loop {
-            let (n, peer) = match rx.recv_from(&mut buf).await {
-                Ok(x) => x,
+            let (n, peer, stamp) = match rx.readable().await {
+                Ok(()) => {
+                    match rx.try_io(Interest::READABLE, || super::rxstamp::recv(&*rx, &mut buf)) {
+                        Ok(x) => x,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => {
+                            // ICMP errors surface here on some platforms; keep serving.
+                            tracing::debug!(error = %e, "udp recv error");
+                            continue;
+                        }
+                    }
+                }
                 Err(e) => {
-                    // ICMP errors surface here on some platforms; keep serving.
-                    tracing::debug!(error = %e, "udp recv error");
+                    tracing::debug!(error = %e, "udp readiness error");
                     continue;
                 }
             };
+            // When the kernel queued it: the wait in the socket buffer
+            // counts towards the request's queue delay.
+            let received = Instant::now()
+                .checked_sub(super::rxstamp::age(stamp))
+                .unwrap_or_else(Instant::now);
             let source = Source {
                 proto: Proto::Udp,
                 peer,
@@ -99,6 +119,7 @@ fn spawn_receiver(
                 Ok(msg) => Inbound::Message {
                     msg: Box::new(msg),
                     source,
+                    received,
                 },
                 Err(error) => Inbound::Malformed {
                     bytes,
