@@ -140,9 +140,13 @@ impl Default for TransportSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OverloadSettings {
-    /// A new request that waited longer than this for its agent is answered
-    /// 503 at once instead of being served; 0 turns shedding off. Below
-    /// T1, so that it is answered before the client retransmits.
+    /// The wait budget of a new request, from its arrival (the kernel's
+    /// receive timestamp): one whose age plus its expected queueing exceeds
+    /// it is answered 503 at admission, statelessly; an admitted one is
+    /// shed by its agent past twice it (in-dialog requests are admitted on
+    /// twice it).
+    /// 0 turns shedding off. Twice it below T1, so that the answer comes
+    /// before the client retransmits.
     pub max_queue_delay_ms: u64,
     /// The Retry-After of those 503s (RFC 3261 §21.5.4), in seconds.
     pub retry_after_s: u32,

@@ -477,8 +477,10 @@ impl ServerTransaction {
     /// lower the goodput (`admission`).
     pub fn shed(&mut self) -> Option<u32> {
         self.taken();
-        let budget = shed_budget(&self.shared.policy, &self.inbound.request)?;
-        (self.received.elapsed() > budget * 2).then_some(self.shared.policy.overload_retry_after)
+        // In-dialog requests were admitted on twice the budget already:
+        // the same limit, still below T1 with the default.
+        let limit = self.shared.policy.max_queue_delay? * 2;
+        (self.received.elapsed() > limit).then_some(self.shared.policy.overload_retry_after)
     }
 
     /// An agent (or a forwarder) has taken the request from the queue:

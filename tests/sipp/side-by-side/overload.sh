@@ -13,7 +13,8 @@
 #
 #   tests/sipp/side-by-side/overload.sh publish "4000 6000 8000 10000 12000"
 #   tests/sipp/side-by-side/overload.sh subscribe "1000 2000 3000 4000"
-# Env: GATEWAY_BIN, CPU_GATEWAY (1), CPU_SIPP (0), OVERLOAD_S (10).
+# Env: GATEWAY_BIN, CPU_GATEWAY (1), CPU_SIPP (0), OVERLOAD_S (10),
+# OVERLOAD_RATE (default twice the clean rate: set it to compare runs).
 # The same unmodified scenarios as run.sh (kamailio/scenarios). Loopback
 # only; every process stopped by PID.
 set -u -o pipefail
@@ -84,7 +85,7 @@ for rate in $RATES; do
 	clean=$rate; clean_line="rss ${rss} kB peak ${hwm} kB at $achieved/s"
 done
 [ "$clean" -gt 0 ] || { echo "no clean step"; exit 1; }
-over=$((clean * 2))
+over=${OVERLOAD_RATE:-$((clean * 2))}
 start_gw
 read -r ok failed refused unanswered retrans secs cpu rss hwm < <(run_step "$over" $((over * OVERLOAD_S)))
 stop_gw
