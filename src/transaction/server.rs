@@ -229,17 +229,14 @@ impl TransactionLayer {
             metrics::counter!(m::SIP_SHED, "stage" => "admission").increment(1);
             metrics::counter!(m::SIP_RESPONSES_SENT, "method" => method_label, "code" => m::code_label(503))
                 .increment(1);
-            let mut resp = uas::reply(
-                &req,
+            let retry_after = self.shared.policy.overload_retry_after.to_string();
+            let wire = req.stateless_reply(
                 503,
                 "Service Unavailable (overloaded)",
                 &random_token(),
+                &[(HeaderName::RetryAfter, &retry_after)],
             );
-            resp.push_header(
-                HeaderName::RetryAfter,
-                self.shared.policy.overload_retry_after.to_string(),
-            );
-            let _ = self.shared.transport.send(resp.to_bytes(), target).await;
+            let _ = self.shared.transport.send(wire, target).await;
             return;
         }
         let entry = Arc::new(ServerEntry {
