@@ -141,12 +141,12 @@ impl Default for TransportSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct OverloadSettings {
     /// The wait budget of a new request, from its arrival (the kernel's
-    /// receive timestamp): one whose age plus its expected queueing exceeds
-    /// it is answered 503 at admission, statelessly; an admitted one is
-    /// shed by its agent past twice it (in-dialog requests are admitted on
-    /// twice it).
-    /// 0 turns shedding off. Twice it below T1, so that the answer comes
-    /// before the client retransmits.
+    /// receive timestamp) to its answer: one whose age plus its expected
+    /// wait exceeds it is answered 503 at admission, statelessly; an
+    /// admitted one is shed by its agent past 1.5 times it (in-dialog
+    /// requests are admitted up to that too). 0 turns shedding off. 1.5
+    /// times it below T1, so that the answer comes before the client
+    /// retransmits.
     pub max_queue_delay_ms: u64,
     /// The Retry-After of those 503s (RFC 3261 §21.5.4), in seconds.
     pub retry_after_s: u32,
@@ -155,7 +155,7 @@ pub struct OverloadSettings {
 impl Default for OverloadSettings {
     fn default() -> Self {
         OverloadSettings {
-            max_queue_delay_ms: 200,
+            max_queue_delay_ms: 300,
             retry_after_s: 2,
         }
     }

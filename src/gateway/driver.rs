@@ -167,6 +167,8 @@ impl Driver {
                 self.core.handle(event, now)
             }
             Cmd::Sip(mut st) => {
+                // Its answer may wait on the adapter, a remote peer.
+                st.taken();
                 if let Some(retry_after) = st.shed() {
                     metrics::counter!(crate::metrics::SIP_SHED, "stage" => "agent").increment(1);
                     let r = Reject::Overloaded { retry_after }.response(st.inbound());

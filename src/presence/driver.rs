@@ -114,7 +114,7 @@ impl Agent {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Request(st) => {
-                let mut st = *st;
+                let st = *st;
                 // Logs about this request carry its Call-ID, method and peer.
                 let span = st.span().clone();
                 let _in = span.enter();

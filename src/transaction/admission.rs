@@ -7,15 +7,20 @@
 //! receive timestamp, see `transport::rxstamp`) and checked twice:
 //!
 //! - at admission, by the transaction layer: its age so far plus the wait
-//!   it can expect in the agents' queues, by Little's law (requests queued
-//!   over the rate the agents take them). Refusing it there costs one
+//!   it can expect before its answer, by Little's law (requests in
+//!   progress over the rate they leave). Refusing it there costs one
 //!   stateless 503, no transaction, no task, no agent time;
 //! - when an agent takes it (`ServerTransaction::shed`): its actual wait,
 //!   a backstop for what the estimate missed.
 //!
-//! Invariant: `queued` counts the admitted requests no agent has taken
-//! yet; each `ServerTransaction` enters once and leaves once (taken,
-//! answered or dropped, whichever comes first).
+//! "In progress" spans the agents' queues and the durable commit after
+//! them: under overload the group commit shares the cores, and a request
+//! that waits there is as late as one that waits in a queue.
+//!
+//! Invariant: `queued` counts the admitted requests neither answered nor
+//! handed to a remote peer (`ServerTransaction::taken`: the gateway's
+//! adapter, a cluster node, whose waits are not this node's load); each
+//! `ServerTransaction` enters once and leaves once.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -26,7 +31,7 @@ use tokio::time::Instant;
 /// after an idle spell meets a rate measured while idle, and the backstop
 /// handles what waits too long.
 const MIN_QUEUED: usize = 64;
-/// The agents' rate is sampled over this window.
+/// The rate requests leave is sampled over this window.
 const WINDOW: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
@@ -62,7 +67,7 @@ impl Admission {
         self.queued.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A queued request was taken by its agent (or answered, or dropped).
+    /// A request in progress was answered, dropped, or handed to a peer.
     pub(super) fn leave(&self) {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         self.taken.fetch_add(1, Ordering::Relaxed);
@@ -72,8 +77,8 @@ impl Admission {
         self.queued.load(Ordering::Relaxed)
     }
 
-    /// The wait a request queued now can expect before an agent takes it;
-    /// zero while the queue is short or the agents' rate is not known.
+    /// The wait a request admitted now can expect before its answer; zero
+    /// while few are in progress or their rate is not known.
     pub(super) fn expected_wait(&self, now: Instant) -> Duration {
         let queued = self.queued();
         let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());

@@ -136,7 +136,7 @@ pub struct ServerTransaction {
     span: tracing::Span,
     /// When the request arrived, for shedding by queue delay.
     received: Instant,
-    /// Counted in the admission queue (see `admission`).
+    /// Counted among the requests in progress (see `admission`).
     queued: bool,
 }
 
@@ -151,16 +151,27 @@ pub(super) fn end_servers(shared: &Shared, keys: &mut Vec<ServerKey>) {
     }
 }
 
-/// How long `req` may wait, from its arrival, before it is refused 503
-/// under overload (`[sip.overload] max_queue_delay_ms`; `None`: never).
-/// A request inside a dialog gets twice the budget: it finishes work
-/// already admitted (the un-SUBSCRIBE of a subscription that was served),
-/// so new work is refused first, and a dialog once accepted is not
-/// stranded half-way.
+/// How long `req` may wait, from its arrival to its answer, before it is
+/// refused 503 at admission under overload (`[sip.overload]
+/// max_queue_delay_ms`; `None`: never). A request inside a dialog gets half
+/// as much again: it finishes work already admitted (the un-SUBSCRIBE of a
+/// subscription that was served), so new work is refused first, and a
+/// dialog once accepted is not stranded half-way.
 fn shed_budget(policy: &uas::UasPolicy, req: &Message) -> Option<std::time::Duration> {
     let budget = policy.max_queue_delay?;
     let in_dialog = req.to().is_some_and(|t| t.tag().is_some());
-    Some(if in_dialog { budget * 2 } else { budget })
+    Some(if in_dialog {
+        late_limit(budget)
+    } else {
+        budget
+    })
+}
+
+/// Past this age an admitted request is refused by its agent, and an
+/// in-dialog one at admission: half the budget again, still below T1 with
+/// the default budget (300 ms, T1 500 ms).
+fn late_limit(budget: std::time::Duration) -> std::time::Duration {
+    budget + budget / 2
 }
 
 impl TransactionLayer {
@@ -467,22 +478,21 @@ impl ServerTransaction {
     /// clients stop retransmitting (RFC 3261 §21.5.4; the queue-delay
     /// signal of RFC 7339's ideas, without its Via parameters).
     ///
-    /// Admitted requests get twice their admission budget here: the
+    /// Admitted requests get half their admission budget again here: the
     /// admission's estimate has already been paid for (parse, transaction,
     /// queueing), and serving one a little late still answers it before T1
     /// with the default budget; refusing it would waste that work and
     /// lower the goodput (`admission`).
-    pub fn shed(&mut self) -> Option<u32> {
-        self.taken();
-        // In-dialog requests were admitted on twice the budget already:
-        // the same limit, still below T1 with the default.
-        let limit = self.shared.policy.max_queue_delay? * 2;
+    pub fn shed(&self) -> Option<u32> {
+        // In-dialog requests were admitted on this limit already.
+        let limit = late_limit(self.shared.policy.max_queue_delay?);
         (self.received.elapsed() > limit).then_some(self.shared.policy.overload_retry_after)
     }
 
-    /// An agent (or a forwarder) has taken the request from the queue:
-    /// from here it no longer counts towards the wait new requests are
-    /// promised (`admission`). Idempotent.
+    /// The request now waits on a remote peer (the gateway's adapter, a
+    /// cluster node), not on this node's agents and store: from here it no
+    /// longer counts towards the wait new requests are promised
+    /// (`admission`). Answering it does the same. Idempotent.
     pub fn taken(&mut self) {
         if std::mem::take(&mut self.queued) {
             self.shared.admission.leave();
