@@ -12,6 +12,7 @@ pub mod method;
 pub mod name;
 pub mod params;
 pub mod salvage;
+mod stateless;
 pub mod uri;
 
 pub use error::{ParseError, ValueError};
