@@ -291,7 +291,7 @@ fn with_store<T>(
         }
         let mut opts = cfg.store.open_options();
         opts.start_after_corruption |= create;
-        let store = sip_cpim_gateway::recovery::open_store(path, opts.clone()).await?;
+        let store = sip_cpim_gateway::recovery::open_store(path, opts).await?;
         let r = f(&store).await;
         store.close().await.map_err(|e| e.to_string())?;
         let r = r?;
