@@ -413,16 +413,16 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
         held.push(app.try_recv().expect("admitted"));
     }
     assert_eq!(refused(&rec), 0);
-    // 50 answered in the next 100 ms: 500/s, 250 in progress: 500 ms of wait.
+    // 80 answered in the next 100 ms: 800/s, 220 in progress: 275 ms of wait.
     tokio::time::advance(Duration::from_millis(100)).await;
-    for st in held.drain(..50) {
+    for st in held.drain(..80) {
         let ok = st.reply(200, "OK");
         st.respond(ok).await.unwrap();
     }
     l.on_inbound(publish(300)).await;
     assert!(
         app.try_recv().is_err(),
-        "a fresh request behind 500 ms of backlog is refused"
+        "a fresh request behind 275 ms of backlog is refused"
     );
     assert_eq!(refused(&rec), 1);
     assert_eq!(l.in_flight().1, 300, "no transaction kept for the refusal");

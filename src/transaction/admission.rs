@@ -85,7 +85,16 @@ impl Admission {
         let elapsed = now.saturating_duration_since(rate.since);
         if elapsed >= WINDOW {
             let taken = self.taken.load(Ordering::Relaxed);
-            rate.per_s = (taken - rate.taken_then) as f64 / elapsed.as_secs_f64();
+            let answered = taken - rate.taken_then;
+            // A rate is only as good as its sample: after an idle spell the
+            // window is long and nearly empty, and dividing the burst that
+            // follows by it would promise minutes of wait. Unknown instead
+            // (the agents' check still applies).
+            rate.per_s = if elapsed <= WINDOW * 2 && answered >= MIN_QUEUED as u64 {
+                answered as f64 / elapsed.as_secs_f64()
+            } else {
+                0.0
+            };
             rate.taken_then = taken;
             rate.since = now;
         }
@@ -136,5 +145,28 @@ mod tests {
             Duration::ZERO,
             "below MIN_QUEUED"
         );
+    }
+
+    /// After an idle spell, a burst is not measured against the trickle
+    /// answered during it: too small or too long a sample is no rate.
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_after_idle_is_not_promised_the_idle_rate() {
+        let a = Admission::new();
+        // Ten seconds with five requests answered, then a burst of 100.
+        for _ in 0..5 {
+            a.enter();
+            a.leave();
+        }
+        tokio::time::advance(Duration::from_secs(10)).await;
+        for _ in 0..100 {
+            a.enter();
+        }
+        assert_eq!(a.expected_wait(Instant::now()), Duration::ZERO);
+        // A full window with only 10 answered: still unknown.
+        for _ in 0..10 {
+            a.leave();
+        }
+        tokio::time::advance(WINDOW).await;
+        assert_eq!(a.expected_wait(Instant::now()), Duration::ZERO);
     }
 }
