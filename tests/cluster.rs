@@ -364,6 +364,9 @@ async fn a_new_node_is_forwarded_to_as_soon_as_it_serves() {
     // never forwarded again, even when this node's view says another node
     // holds it: two stale views cannot make a loop. b answers it itself
     // (503, the sender may try again), and forwards nothing.
+    // reqwest is built without a crypto provider; this test must not rely
+    // on another test of this binary having installed one first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let forwarded_total = |node: &GatewayProcess| {
         let url = format!("http://{}/metrics", node.http);
         async move {
