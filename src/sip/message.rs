@@ -72,6 +72,14 @@ pub struct Message {
     core: CoreHeaders,
 }
 
+/// The fields every response copies from its request (RFC 3261 §8.2.6.2).
+pub(super) fn copied_to_response(name: &HeaderName) -> bool {
+    matches!(
+        name,
+        HeaderName::Via | HeaderName::From | HeaderName::To | HeaderName::CallId | HeaderName::CSeq
+    )
+}
+
 fn is_core(name: &HeaderName) -> bool {
     matches!(
         name,
@@ -202,15 +210,7 @@ impl Message {
             )
             && req.to().is_some_and(|t| t.tag().is_none());
         for f in &req.headers {
-            if matches!(
-                f.name,
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
-            ) || (establishes && f.name == HeaderName::RecordRoute)
-            {
+            if copied_to_response(&f.name) || (establishes && f.name == HeaderName::RecordRoute) {
                 resp.headers.push(HeaderField {
                     name: f.name.clone(),
                     value: f.value.clone(),
@@ -783,15 +783,15 @@ pub fn default_reason(code: u16) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sip::framing::{Limits, parse_datagram};
 
-    fn parse(text: &str) -> Message {
+    pub(in crate::sip) fn parse(text: &str) -> Message {
         parse_datagram(Bytes::from(text.replace('\n', "\r\n")), &Limits::default()).unwrap()
     }
 
-    const SUBSCRIBE: &str = "SUBSCRIBE sip:alice@example.com SIP/2.0
+    pub(in crate::sip) const SUBSCRIBE: &str = "SUBSCRIBE sip:alice@example.com SIP/2.0
 Via: SIP/2.0/UDP proxy2.example.net;branch=z9hG4bK2
 Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1
 Record-Route: <sip:proxy2.example.net;lr>
@@ -848,5 +848,22 @@ Content-Length: 0
         // Nor does a PUBLISH, which never creates a dialog.
         let publish = parse(&SUBSCRIBE.replace("SUBSCRIBE", "PUBLISH"));
         assert!(record_routes(&Message::response_to(&publish, 200, "")).is_empty());
+    }
+
+    /// `set_header` on a single-valued core header decodes just that field,
+    /// and leaves the core as decoding the whole message again would: the
+    /// new value in place, a repetition of it forgotten, the rest kept.
+    #[test]
+    fn set_header_refreshes_the_core_it_touches() {
+        let mut m = parse(&SUBSCRIBE.replace(
+            "To: <sip:alice@example.com>",
+            "To: <sip:a@x>\nTo: <sip:b@x>",
+        ));
+        assert!(m.core().repeated.contains(&HeaderName::To));
+        m.set_header(HeaderName::To, "<sip:alice@example.com>;tag=t9");
+        let again = parse_datagram(m.to_bytes(), &Limits::default()).unwrap();
+        assert_eq!(m.core(), again.core());
+        assert_eq!(m.to().and_then(|t| t.tag()), Some("t9"));
+        assert!(m.core().repeated.is_empty());
     }
 }

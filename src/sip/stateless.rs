@@ -2,8 +2,10 @@
 //! straight from the request's received fields, without building a
 //! [`Message`] and decoding its copies again.
 
+use super::message::copied_to_response;
 use super::{HeaderName, Message};
 use bytes::Bytes;
+use std::io::Write;
 
 impl Message {
     /// The wire form of a response to this request that copies only what
@@ -20,65 +22,44 @@ impl Message {
         extra: &[(HeaderName, &str)],
     ) -> Bytes {
         let mut out = Vec::with_capacity(512);
-        out.extend_from_slice(format!("SIP/2.0 {code:03} {reason}\r\n").as_bytes());
+        let _ = write!(out, "SIP/2.0 {code:03} {reason}\r\n");
         let to_has_tag = self.to().is_some_and(|t| t.tag().is_some());
-        for f in self.headers() {
-            if !matches!(
-                f.name,
-                HeaderName::Via
-                    | HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::CallId
-                    | HeaderName::CSeq
-            ) {
-                continue;
-            }
-            out.extend_from_slice(f.name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(f.value.as_bytes());
-            if f.name == HeaderName::To && !to_has_tag && code > 100 {
+        let fields = self
+            .headers()
+            .iter()
+            .filter(|f| copied_to_response(&f.name));
+        for f in fields {
+            let tag = (f.name == HeaderName::To && !to_has_tag && code > 100)
                 // Appended to either form: after a name-addr's `>` or an
                 // addr-spec, `;tag=` is a header parameter (§20.39).
-                out.extend_from_slice(b";tag=");
-                out.extend_from_slice(to_tag.as_bytes());
-            }
-            out.extend_from_slice(b"\r\n");
+                .then_some(to_tag);
+            field(&mut out, &f.name, &f.value, tag);
         }
         for (name, value) in extra {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            field(&mut out, name, value, None);
         }
         out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         Bytes::from(out)
     }
 }
 
+/// `Name: value[;tag=…]` and its CRLF.
+fn field(out: &mut Vec<u8>, name: &HeaderName, value: &str, tag: Option<&str>) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    if let Some(tag) = tag {
+        out.extend_from_slice(b";tag=");
+        out.extend_from_slice(tag.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use crate::sip::framing::{Limits, parse_datagram};
+    use crate::sip::message::tests::{SUBSCRIBE, parse};
     use crate::sip::{HeaderName, Message};
-    use bytes::Bytes;
-
-    fn parse(text: &str) -> Message {
-        parse_datagram(Bytes::from(text.replace('\n', "\r\n")), &Limits::default()).unwrap()
-    }
-
-    const SUBSCRIBE: &str = "SUBSCRIBE sip:alice@example.com SIP/2.0
-Via: SIP/2.0/UDP proxy2.example.net;branch=z9hG4bK2
-Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bK1
-Record-Route: <sip:proxy2.example.net;lr>
-Max-Forwards: 69
-From: <sip:w@example.com>;tag=w
-To: <sip:alice@example.com>
-Call-ID: st1
-CSeq: 1 SUBSCRIBE
-Event: presence
-Contact: <sip:w@192.0.2.7>
-Content-Length: 0
-
-";
 
     /// The stateless wire form is the response `response_to` builds (the
     /// same copied fields, in order, the To tag added once), plus the extra
