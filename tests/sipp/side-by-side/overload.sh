@@ -14,7 +14,19 @@
 #   tests/sipp/side-by-side/overload.sh publish "4000 6000 8000 10000 12000"
 #   tests/sipp/side-by-side/overload.sh subscribe "1000 2000 3000 4000"
 # Env: GATEWAY_BIN, CPU_GATEWAY (1), CPU_SIPP (0), OVERLOAD_S (10),
-# OVERLOAD_RATE (default twice the clean rate: set it to compare runs).
+# OVERLOAD_RATE (default twice the clean rate: set it to compare runs),
+# FLOOR=1 (then offer the same rate to examples/refusal_floor.rs, the least a
+# refusal can cost here, and print the goodput bound that follows; with
+# FLOOR_ARGS=--batch it reads and answers with recvmmsg and sendmmsg),
+# CPU_SHARE (100: the percentage of its core the gateway may use, by a CFS
+# quota in its own cgroup, v1 or v2; lower it when SIPp cannot offer 2·C).
+#
+# The overload figure is the gateway's only while SIPp keeps up and the
+# gateway is saturated: a step more than 10 % over OVERLOAD_S is reported
+# "generator-bound" (SIPp's core was the limit, and its late reads turn into
+# retransmissions), a gateway below 90 % of its CPU share "not saturated".
+# CPU_SHARE=50 halves what the gateway serves, so that SIPp can offer twice
+# of it.
 # The same unmodified scenarios as run.sh (kamailio/scenarios). Loopback
 # only; every process stopped by PID.
 set -u -o pipefail
@@ -26,16 +38,35 @@ MODE="${1:-publish}"
 RATES="${2:-4000 6000 8000 10000 12000}"
 MAIN="${MAIN:-$(pwd)}"
 GW="${GATEWAY_BIN:-$MAIN/target/release/sip-cpim-gateway}"
-CPU_GATEWAY="${CPU_GATEWAY:-1}"; CPU_SIPP="${CPU_SIPP:-0}"; OVERLOAD_S="${OVERLOAD_S:-10}"
+CPU_GATEWAY="${CPU_GATEWAY:-1}"; CPU_SIPP="${CPU_SIPP:-0}"; OVERLOAD_S="${OVERLOAD_S:-10}"; FLOOR="${FLOOR:-0}"
+CPU_SHARE="${CPU_SHARE:-100}"; CGROUP=""
 WORK="$(mktemp -d /tmp/overload.XXXXXX)"
 GPORT=15090; HPORT=18090; GPID=""
-cleanup() { [ -n "$GPID" ] && kill "$GPID" 2>/dev/null && wait "$GPID" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() {
+	[ -n "$GPID" ] && kill "$GPID" 2>/dev/null && wait "$GPID" 2>/dev/null
+	[ -n "$CGROUP" ] && rmdir "$CGROUP" 2>/dev/null
+	rm -rf "$WORK"
+}
+# share PID: PID and its threads get CPU_SHARE % of a core (10 ms periods).
+share() {
+	[ "$CPU_SHARE" -lt 100 ] || return 0
+	local quota=$((CPU_SHARE * 100))
+	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+		CGROUP=/sys/fs/cgroup/sipgw-overload-$$
+		mkdir -p "$CGROUP" && echo "$quota 10000" > "$CGROUP/cpu.max"
+	else
+		CGROUP=/sys/fs/cgroup/cpu/sipgw-overload-$$
+		mkdir -p "$CGROUP" && echo 10000 > "$CGROUP/cpu.cfs_period_us" && echo "$quota" > "$CGROUP/cpu.cfs_quota_us"
+	fi || { echo "cannot set a CPU quota (cgroup $CGROUP)"; exit 1; }
+	echo "$1" > "$CGROUP/cgroup.procs" || { echo "cannot move $1 into $CGROUP"; exit 1; }
+}
 trap cleanup EXIT
 start_gw() {
 	rm -rf "$WORK/store"
 	gateway_toml "$WORK/g.toml" "$GPORT" "$HPORT" "$WORK/store"
 	taskset -c "$CPU_GATEWAY" "$GW" run --config "$WORK/g.toml" >> "$WORK/g.log" 2>&1 &
 	GPID=$!
+	share "$GPID"
 	for _ in $(seq 1 40); do curl -sf "127.0.0.1:$HPORT/readyz" >/dev/null 2>&1 && return 0; sleep 0.25; done
 	echo "gateway did not start"; tail "$WORK/g.log"; exit 1
 }
@@ -73,7 +104,7 @@ run_step() { # RATE CALLS -> result line, with the dialog mode's PUBLISH preload
 		step publish.xml "$KHERE/presentities.csv" "$1" "$2"
 	fi
 }
-echo "gateway on CPU $CPU_GATEWAY, SIPp on CPU $CPU_SIPP; mode $MODE"
+echo "gateway on CPU $CPU_GATEWAY ($CPU_SHARE % of it), SIPp on CPU $CPU_SIPP; mode $MODE"
 clean=0; clean_line=""
 for rate in $RATES; do
 	start_gw
@@ -92,3 +123,50 @@ stop_gw
 goodput=$(python3 -c "print(round($ok / $secs))")
 echo "clean: $clean/s ($clean_line)"
 echo "overload: offered $over/s for $((over * OVERLOAD_S)) calls: goodput $goodput/s = $(python3 -c "print(f'{100 * $goodput / $clean:.0f}')") % of clean; ok $ok, refused (503) $refused, unanswered $unanswered, retrans $retrans, gateway CPU ${cpu}s over ${secs}s, rss ${rss} kB, peak ${hwm} kB"
+python3 - "$secs" "$cpu" "$OVERLOAD_S" "$CPU_SHARE" "$over" <<'PY'
+import sys
+secs, cpu, want, share, over = map(float, sys.argv[1:])
+if secs > 1.1 * want:
+    print(f"generator-bound: the step took {secs}s for {want:.0f}s of calls: SIPp could not offer "
+          f"{over:.0f}/s and read its answers in time (try CPU_SHARE=50)")
+elif cpu < 0.9 * secs * share / 100:
+    print(f"not saturated: the gateway used {cpu}s of CPU in {secs}s at {share:.0f} % of a core: "
+          f"{over:.0f}/s is within its capacity, or SIPp could not offer it")
+PY
+[ "$FLOOR" = 1 ] || exit 0
+# The floor (FLOOR=1): examples/refusal_floor.rs on the gateway's core, offered
+# the same rate. It answers every request 503 and does nothing else, so its
+# CPU per answer F is about the least a refusal costs here: the kernel's
+# receive and send (and its wake-ups when the socket runs dry, counted).
+#
+# The bound: a core that serves calls at S each and refuses the rest at F or
+# more, offered twice its capacity (its share over S), serves at most
+# (1 - 2F/S) / (1 - F/S) of that capacity. S at saturation is not measured directly (the clean step
+# also pays for idle wake-ups), but the overload run gives an upper bound,
+# S <= (CPU - refusals * F) / served, and the bound grows with S: so it is
+# printed with that S, and no server refusing at F or more beats it here.
+cargo build -q --release --example refusal_floor --manifest-path "$MAIN/Cargo.toml" || exit 1
+case "$MODE" in subscribe) sc=subscribe.xml csv="$KHERE/subscriptions.csv" ;; *) sc=publish.xml csv="$KHERE/presentities.csv" ;; esac
+# shellcheck disable=SC2086 # FLOOR_ARGS: words
+taskset -c "$CPU_GATEWAY" "$MAIN/target/release/examples/refusal_floor" "127.0.0.1:$GPORT" ${FLOOR_ARGS:-} &
+GPID=$!
+share "$GPID"
+sleep 0.5
+read -r _ _ f_refused f_unanswered f_retrans f_secs f_cpu _ < <(step "$sc" "$csv" "$over" $((over * OVERLOAD_S)))
+switches=$(awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$GPID/status")
+stop_gw
+python3 - "$over" "$clean" "$cpu" "$ok" "$refused" "$retrans" "$f_cpu" "$f_refused" "$f_retrans" \
+	"$f_unanswered" "$f_secs" "$switches" "$CPU_SHARE" <<'PY'
+import sys
+over, clean, gcpu, gok, grefused, gretrans, fcpu, frefused, fretrans, funans, fsecs, sw, share = map(float, sys.argv[1:])
+F = fcpu / (frefused + fretrans)
+print(f"floor: offered {over:.0f}/s for {fsecs:.1f}s: answered 503 {frefused:.0f}, unanswered {funans:.0f}, "
+      f"retrans {fretrans:.0f}, CPU {fcpu:.1f}s, {sw:.0f} voluntary switches; F = {F * 1e6:.1f} us per refusal")
+S = (gcpu - (grefused + gretrans) * F) / gok if gok else 0
+if S <= F:
+    sys.exit("bound: none (no call served, or refusals alone account for the CPU)")
+bound = (1 - 2 * F / S) / (1 - F / S)
+print(f"bound: a served call costs at most S = {S * 1e6:.1f} us (capacity at least {share / 100 / S:.0f}/s), so F/S is at "
+      f"least {F / S:.3f}: offered twice its capacity, a core that answers every request serves at most "
+      f"{100 * bound:.0f} % of it")
+PY
