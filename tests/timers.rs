@@ -370,13 +370,14 @@ async fn a_request_older_than_the_budget_on_arrival_is_refused_statelessly() {
 
 /// Admission by the expected wait (Little's law): with requests in
 /// progress piling up faster than they are answered, a fresh request whose
-/// wait would exceed the budget is refused at once, statelessly; once the
-/// backlog is answered, new requests are admitted again.
+/// wait would exceed the budget is refused at once, statelessly, while a
+/// request inside a dialog is judged by its own age only; once the backlog
+/// is answered, new requests are admitted again.
 #[tokio::test(start_paused = true)]
 async fn admission_refuses_what_the_backlog_would_make_late() {
     let rec = Arc::new(Recorder::default());
     let policy = UasPolicy {
-        allow: vec![Method::Publish],
+        allow: vec![Method::Publish, Method::Subscribe],
         max_queue_delay: Some(Duration::from_millis(200)),
         ..UasPolicy::default()
     };
@@ -398,6 +399,25 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
         received: Instant::now(),
     }
     };
+    // An un-SUBSCRIBE in dialog `n`, `age_ms` old on arrival.
+    let in_dialog = |n: usize, age_ms: u64| {
+        Inbound::Message {
+        msg: Box::new(
+            parse_datagram(
+                Bytes::from(format!(
+                    "SUBSCRIBE sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKdlg{n}\r\n\
+                     Max-Forwards: 70\r\nFrom: <sip:w@example.com>;tag=a\r\nTo: <sip:p@example.com>;tag=b\r\n\
+                     Call-ID: dlg{n}@x\r\nCSeq: 2 SUBSCRIBE\r\nEvent: presence\r\nExpires: 0\r\n\
+                     Content-Length: 0\r\n\r\n"
+                )),
+                &Limits::default(),
+            )
+            .unwrap(),
+        ),
+        source: source(),
+        received: Instant::now() - Duration::from_millis(age_ms),
+    }
+    };
     let refused = |rec: &Recorder| {
         rec.sends
             .lock()
@@ -413,19 +433,26 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
         held.push(app.try_recv().expect("admitted"));
     }
     assert_eq!(refused(&rec), 0);
-    // 80 answered in the next 100 ms: 800/s, 220 in progress: 275 ms of wait.
+    // 70 answered in the next 100 ms: 700/s, 230 in progress: 329 ms of wait.
     tokio::time::advance(Duration::from_millis(100)).await;
-    for st in held.drain(..80) {
+    for st in held.drain(..70) {
         let ok = st.reply(200, "OK");
         st.respond(ok).await.unwrap();
     }
     l.on_inbound(publish(300)).await;
     assert!(
         app.try_recv().is_err(),
-        "a fresh request behind 275 ms of backlog is refused"
+        "a fresh request behind 329 ms of backlog is refused"
     );
     assert_eq!(refused(&rec), 1);
     assert_eq!(l.in_flight().1, 300, "no transaction kept for the refusal");
+    // A request inside a dialog (To tag) finishes admitted work: the
+    // backlog does not count against it, only its own age (300 ms here).
+    l.on_inbound(in_dialog(1, 0)).await;
+    held.push(app.try_recv().expect("an in-dialog request is admitted"));
+    l.on_inbound(in_dialog(2, 301)).await;
+    assert!(app.try_recv().is_err(), "older than 1.5 times the budget");
+    assert_eq!(refused(&rec), 2);
     // The backlog answered, a new request is admitted again.
     for st in held.drain(..) {
         let ok = st.reply(200, "OK");
@@ -433,5 +460,5 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
     }
     l.on_inbound(publish(301)).await;
     assert!(app.try_recv().is_ok());
-    assert_eq!(refused(&rec), 1);
+    assert_eq!(refused(&rec), 2);
 }

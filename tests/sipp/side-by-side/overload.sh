@@ -15,6 +15,8 @@
 #   tests/sipp/side-by-side/overload.sh subscribe "1000 2000 3000 4000"
 # Env: GATEWAY_BIN, CPU_GATEWAY (1), CPU_SIPP (0), OVERLOAD_S (10),
 # OVERLOAD_RATE (default twice the clean rate: set it to compare runs),
+# CLEAN (skip the ladder and take this as the clean rate, for repeated
+# overload runs against a capacity measured before),
 # FLOOR=1 (then offer the same rate to examples/refusal_floor.rs, the least a
 # refusal can cost here, and print the goodput bound that follows; with
 # FLOOR_ARGS=--batch it reads and answers with recvmmsg and sendmmsg),
@@ -45,7 +47,7 @@ GPORT=15090; HPORT=18090; GPID=""
 cleanup() {
 	[ -n "$GPID" ] && kill "$GPID" 2>/dev/null && wait "$GPID" 2>/dev/null
 	[ -n "$CGROUP" ] && rmdir "$CGROUP" 2>/dev/null
-	rm -rf "$WORK"
+	[ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 # share PID: PID and its threads get CPU_SHARE % of a core (10 ms periods).
 share() {
@@ -105,7 +107,8 @@ run_step() { # RATE CALLS -> result line, with the dialog mode's PUBLISH preload
 	fi
 }
 echo "gateway on CPU $CPU_GATEWAY ($CPU_SHARE % of it), SIPp on CPU $CPU_SIPP; mode $MODE"
-clean=0; clean_line=""
+clean=${CLEAN:-0}; clean_line="given"
+[ "$clean" -gt 0 ] && RATES=""
 for rate in $RATES; do
 	start_gw
 	read -r ok failed refused unanswered retrans secs cpu rss hwm < <(run_step "$rate" $((rate * 5)))
@@ -119,10 +122,31 @@ done
 over=${OVERLOAD_RATE:-$((clean * 2))}
 start_gw
 read -r ok failed refused unanswered retrans secs cpu rss hwm < <(run_step "$over" $((over * OVERLOAD_S)))
+metrics=$(curl -sf "127.0.0.1:$HPORT/metrics")
 stop_gw
 goodput=$(python3 -c "print(round($ok / $secs))")
 echo "clean: $clean/s ($clean_line)"
 echo "overload: offered $over/s for $((over * OVERLOAD_S)) calls: goodput $goodput/s = $(python3 -c "print(f'{100 * $goodput / $clean:.0f}')") % of clean; ok $ok, refused (503) $refused, unanswered $unanswered, retrans $retrans, gateway CPU ${cpu}s over ${secs}s, rss ${rss} kB, peak ${hwm} kB"
+# Where the gateway's work went: what it shed and where, and (dialogs) how
+# many served SUBSCRIBEs were wasted by a refusal of their un-SUBSCRIBE (every
+# SUBSCRIBE answered 200 is a served initial one or the un-SUBSCRIBE of a
+# dialog that completed).
+python3 - "$MODE" "$ok" <<PY
+import re, sys
+mode, ok = sys.argv[1], int(sys.argv[2])
+m = {}
+for line in """$metrics""".splitlines():
+    if line.startswith("sipgw_sip_requests_shed_total") or line.startswith("sipgw_sip_responses_sent_total") \
+            or line.startswith("sipgw_sip_retransmissions_total"):
+        k, v = line.rsplit(" ", 1)
+        m[k] = float(v)
+shed = {re.search('stage="([^"]+)"', k).group(1): int(v) for k, v in m.items() if "shed" in k}
+rtx = {re.search('direction="([^"]+)"', k).group(1): int(v) for k, v in m.items() if "retransmissions" in k}
+print(f"shed by stage {shed}, retransmissions {rtx}")
+if mode == "subscribe":
+    sub200 = sum(int(v) for k, v in m.items() if "responses_sent" in k and 'method="SUBSCRIBE"' in k and 'code="200"' in k)
+    print(f"served dialogs lost to a refused un-SUBSCRIBE: {sub200 - 2 * ok}")
+PY
 python3 - "$secs" "$cpu" "$OVERLOAD_S" "$CPU_SHARE" "$over" <<'PY'
 import sys
 secs, cpu, want, share, over = map(float, sys.argv[1:])
