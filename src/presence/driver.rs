@@ -345,29 +345,44 @@ impl Agent {
         let resolver = self.resolver.clone();
         let me = self.self_tx.clone();
         let reloads = self.reloads.clone();
+        let Effects {
+            batch,
+            staged,
+            reply,
+            notifies,
+            aor,
+        } = fx;
+        // The request and its answer wait for the commit behind one
+        // pointer: carried inline, they made this task's future kilobytes
+        // that `tokio::spawn` copies (see `transaction::server::respond`).
+        let reply = st.zip(reply).map(Box::new);
         tokio::spawn(async move {
-            let reply = st.zip(fx.reply);
-            let committed = crate::durable::commit(&*store, &adapter, fx.batch, fx.staged).await;
+            let committed = crate::durable::commit(&*store, &adapter, batch, staged).await;
             if committed.is_err() {
-                if let Some((st, _)) = reply {
+                if let Some(pair) = reply {
+                    let (st, _) = *pair;
                     let r = crate::reject::Reject::StoreFailure.response(&st);
                     let _ = st.respond(r).await;
                 }
                 let n = reloads.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::debug!(aor = %fx.aor.unwrap_or_default(), "store commit failed; presence state will be reloaded");
+                tracing::debug!(aor = %aor.unwrap_or_default(), "store commit failed; presence state will be reloaded");
                 let _ = me.send(Command::Reload(n));
                 return;
             }
             done();
-            if let Some((st, resp)) = reply {
+            if let Some(pair) = reply {
+                let (st, resp) = *pair;
                 let _ = st.respond(resp).await;
             }
-            for n in fx.notifies {
+            for n in notifies {
                 let layer = layer.clone();
                 let resolver = resolver.clone();
                 let me = me.clone();
                 tokio::spawn(async move {
-                    let outcome = send_notify(&layer, &resolver, n.msg, &n.next_hop).await;
+                    // Boxed: a client transaction's future is kilobytes,
+                    // and the task is spawned (copied) per NOTIFY.
+                    let outcome =
+                        Box::pin(send_notify(&layer, &resolver, n.msg, &n.next_hop)).await;
                     if !n.terminal {
                         let _ = me.send(Command::NotifyDone {
                             sub_id: n.sub_id,

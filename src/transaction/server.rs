@@ -427,26 +427,61 @@ impl TransactionLayer {
 }
 
 /// Sends a response in a server transaction and schedules its end.
-pub(super) async fn respond(
-    shared: &Arc<Shared>,
-    key: &ServerKey,
-    entry: &Arc<ServerEntry>,
+///
+/// The response is encoded and recorded as the transaction's last at the
+/// call, before the returned future is polled (callers await it at once):
+/// the future then holds the encoded bytes, not the `Message`. It is
+/// spawned or awaited inside every agent's per-request task, and a future
+/// that carried the message through each `async` layer was kilobytes that
+/// `tokio::spawn` copied on every request (`memmove` was 15–19 % of the
+/// core under overload, docs/performance.md).
+pub(super) fn respond<'a>(
+    shared: &'a Arc<Shared>,
+    key: &'a ServerKey,
+    entry: &'a Arc<ServerEntry>,
     resp: Message,
-) -> Result<(), TransportError> {
+) -> impl Future<Output = Result<(), TransportError>> + Send + 'a {
+    let outgoing = record(entry, &resp);
+    drop(resp);
+    async move {
+        match outgoing {
+            Some(out) => transmit(shared, key, entry, out).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// A response encoded and recorded, to be sent (`transmit`).
+struct Outgoing {
+    bytes: Bytes,
+    is_final: bool,
+}
+
+/// Encodes `resp` and records it as the transaction's last response, for
+/// retransmissions; `None` once a final response was sent (only one final
+/// response per transaction, §17.2.2).
+fn record(entry: &ServerEntry, resp: &Message) -> Option<Outgoing> {
     let code = resp.status().unwrap_or(500);
     let bytes = resp.to_bytes();
     let is_final = code >= 200;
     metrics::counter!(m::SIP_RESPONSES_SENT, "method" => entry.method, "code" => m::code_label(code))
         .increment(1);
-    {
-        let mut p = entry.phase();
-        if p.completed {
-            // Only one final response per transaction (§17.2.2).
-            return Ok(());
-        }
-        p.last = Some(bytes.clone());
-        p.completed = is_final;
+    let mut p = entry.phase();
+    if p.completed {
+        return None;
     }
+    p.last = Some(bytes.clone());
+    p.completed = is_final;
+    Some(Outgoing { bytes, is_final })
+}
+
+/// Sends a recorded response and schedules the transaction's end.
+async fn transmit(
+    shared: &Arc<Shared>,
+    key: &ServerKey,
+    entry: &Arc<ServerEntry>,
+    Outgoing { bytes, is_final }: Outgoing,
+) -> Result<(), TransportError> {
     let result = shared
         .transport
         .send(bytes.clone(), entry.target.clone())
@@ -582,15 +617,39 @@ impl ServerTransaction {
 
     /// Sends the final response; the transaction then absorbs
     /// retransmissions until Timer J.
-    pub async fn respond(mut self, resp: Message) -> Result<(), TransportError> {
+    ///
+    /// Like `respond`, the response is encoded and recorded at the call;
+    /// the future keeps only what sending needs, not the request or the
+    /// response (see `respond` for why).
+    pub fn respond(
+        mut self,
+        resp: Message,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send + 'static {
         use tracing::Instrument;
         self.taken();
         self.answered = true;
         let span = self.span.clone();
         span.in_scope(|| tracing::debug!(code = resp.status(), "response"));
-        respond(&self.shared, &self.key, &self.entry, resp)
-            .instrument(span)
-            .await
+        let outgoing = record(&self.entry, &resp);
+        drop(resp);
+        let shared = self.shared.clone();
+        let entry = self.entry.clone();
+        // The key moves out (an empty one is left, without allocating);
+        // `answered` is set, so dropping `self` sends nothing.
+        let key = std::mem::replace(
+            &mut self.key,
+            ServerKey::Rfc2543 {
+                fields: Box::default(),
+            },
+        );
+        drop(self);
+        async move {
+            match outgoing {
+                Some(out) => transmit(&shared, &key, &entry, out).await,
+                None => Ok(()),
+            }
+        }
+        .instrument(span)
     }
 }
 
