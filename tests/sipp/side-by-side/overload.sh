@@ -24,9 +24,10 @@
 # quota in its own cgroup, v1 or v2; lower it when SIPp cannot offer 2·C).
 #
 # The overload figure is the gateway's only while SIPp keeps up and the
-# gateway is saturated: a step more than 10 % over OVERLOAD_S is reported
-# "generator-bound" (SIPp's core was the limit, and its late reads turn into
-# retransmissions), a gateway below 90 % of its CPU share "not saturated".
+# gateway is saturated: a step in which SIPp used over 90 % of its core, or
+# that took more than 10 % over OVERLOAD_S, is reported "generator-bound"
+# (SIPp's core was the limit, and its late reads turn into retransmissions),
+# a gateway below 90 % of its CPU share "not saturated".
 # CPU_SHARE=50 halves what the gateway serves, so that SIPp can offer twice
 # of it.
 # The same unmodified scenarios as run.sh (kamailio/scenarios). Loopback
@@ -83,11 +84,13 @@ step() {
 	(cd "$d" && taskset -c "$CPU_SIPP" timeout -k 10 $((calls / rate + 90)) sipp "127.0.0.1:$GPORT" -sf "$sc" \
 		-inf "$csv" -i 127.0.0.1 -p $((GPORT + 100)) -m "$calls" -r "$rate" -timeout "$((calls / rate + 60))s" \
 		-recv_timeout 10s -nostdin -default_behaviors all,-bye -buff_size 4194304 \
-		-max_non_invite_retrans 5 -trace_stat -stf stat.csv -fd 1 > sipp.out 2>&1)
+		-max_non_invite_retrans 5 -trace_stat -stf stat.csv -fd 1 > sipp.out 2>&1; times > times.txt)
 	local c1; c1=$(ticks)
-	python3 - "$d/stat.csv" "$c0" "$c1" "$(getconf CLK_TCK)" "$(mem)" <<'PY'
-import csv, sys
-path, c0, c1, hz, mem = sys.argv[1:]
+	python3 - "$d/stat.csv" "$c0" "$c1" "$(getconf CLK_TCK)" "$(mem)" "$d/times.txt" <<'PY'
+import csv, re, sys
+path, c0, c1, hz, mem, times = sys.argv[1:]
+# SIPp's CPU: the second line of `times` (the subshell's children).
+sipp_cpu = sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", open(times).read().splitlines()[1]))
 rows = list(csv.reader(open(path), delimiter=';'))
 h, last = rows[0], rows[-1]
 g = lambda k: last[h.index(k)]
@@ -95,7 +98,7 @@ col = lambda k: int(g(k)) if k in h else 0
 t = float(g("CurrentTime").split()[-1]) - float(g("StartTime").split()[-1])
 unanswered = col("FailedMaxUDPRetrans(C)") + col("FailedTimeoutOnRecv(C)") + col("FailedCallTimeout(C)")
 print(col("SuccessfulCall(C)"), col("FailedCall(C)"), col("FailedUnexpectedMessage(C)"), unanswered,
-      col("Retransmissions(C)"), f"{t:.1f}", f"{(int(c1) - int(c0)) / int(hz):.1f}", mem)
+      col("Retransmissions(C)"), f"{t:.1f}", f"{(int(c1) - int(c0)) / int(hz):.1f}", f"{sipp_cpu:.1f}", mem)
 PY
 }
 run_step() { # RATE CALLS -> result line, with the dialog mode's PUBLISH preload
@@ -111,22 +114,22 @@ clean=${CLEAN:-0}; clean_line="given"
 [ "$clean" -gt 0 ] && RATES=""
 for rate in $RATES; do
 	start_gw
-	read -r ok failed refused unanswered retrans secs cpu rss hwm < <(run_step "$rate" $((rate * 5)))
+	read -r ok failed refused unanswered retrans secs cpu scpu rss hwm < <(run_step "$rate" $((rate * 5)))
 	stop_gw
 	achieved=$(python3 -c "print(round($ok / $secs))")
-	echo "ladder $rate/s: achieved $achieved/s ok $ok failed $failed (refused $refused unanswered $unanswered) retrans $retrans cpu ${cpu}s rss ${rss} kB peak ${hwm} kB"
+	echo "ladder $rate/s: achieved $achieved/s ok $ok failed $failed (refused $refused unanswered $unanswered) retrans $retrans cpu ${cpu}s (SIPp ${scpu}s) rss ${rss} kB peak ${hwm} kB"
 	if [ "$failed" -gt 0 ] || [ "$retrans" -gt 0 ] || [ $((achieved * 100)) -lt $((rate * 95)) ]; then break; fi
 	clean=$rate; clean_line="rss ${rss} kB peak ${hwm} kB at $achieved/s"
 done
 [ "$clean" -gt 0 ] || { echo "no clean step"; exit 1; }
 over=${OVERLOAD_RATE:-$((clean * 2))}
 start_gw
-read -r ok failed refused unanswered retrans secs cpu rss hwm < <(run_step "$over" $((over * OVERLOAD_S)))
+read -r ok failed refused unanswered retrans secs cpu scpu rss hwm < <(run_step "$over" $((over * OVERLOAD_S)))
 metrics=$(curl -sf "127.0.0.1:$HPORT/metrics")
 stop_gw
 goodput=$(python3 -c "print(round($ok / $secs))")
 echo "clean: $clean/s ($clean_line)"
-echo "overload: offered $over/s for $((over * OVERLOAD_S)) calls: goodput $goodput/s = $(python3 -c "print(f'{100 * $goodput / $clean:.0f}')") % of clean; ok $ok, refused (503) $refused, unanswered $unanswered, retrans $retrans, gateway CPU ${cpu}s over ${secs}s, rss ${rss} kB, peak ${hwm} kB"
+echo "overload: offered $over/s for $((over * OVERLOAD_S)) calls: goodput $goodput/s = $(python3 -c "print(f'{100 * $goodput / $clean:.0f}')") % of clean; ok $ok, refused (503) $refused, unanswered $unanswered, retrans $retrans, gateway CPU ${cpu}s over ${secs}s, SIPp CPU ${scpu}s, rss ${rss} kB, peak ${hwm} kB"
 # Where the gateway's work went: what it shed and where, and (dialogs) how
 # many served SUBSCRIBEs were wasted by a refusal of their un-SUBSCRIBE (every
 # SUBSCRIBE answered 200 is a served initial one or the un-SUBSCRIBE of a
@@ -147,10 +150,13 @@ if mode == "subscribe":
     sub200 = sum(int(v) for k, v in m.items() if "responses_sent" in k and 'method="SUBSCRIBE"' in k and 'code="200"' in k)
     print(f"served dialogs lost to a refused un-SUBSCRIBE: {sub200 - 2 * ok}")
 PY
-python3 - "$secs" "$cpu" "$OVERLOAD_S" "$CPU_SHARE" "$over" <<'PY'
+python3 - "$secs" "$cpu" "$OVERLOAD_S" "$CPU_SHARE" "$over" "$scpu" <<'PY'
 import sys
-secs, cpu, want, share, over = map(float, sys.argv[1:])
-if secs > 1.1 * want:
+secs, cpu, want, share, over, scpu = map(float, sys.argv[1:])
+if scpu > 0.9 * secs:
+    print(f"generator-bound: SIPp used {scpu}s of CPU in {secs}s, its whole core: its late reads "
+          f"become retransmissions (try CPU_SHARE=50)")
+elif secs > 1.1 * want:
     print(f"generator-bound: the step took {secs}s for {want:.0f}s of calls: SIPp could not offer "
           f"{over:.0f}/s and read its answers in time (try CPU_SHARE=50)")
 elif cpu < 0.9 * secs * share / 100:
