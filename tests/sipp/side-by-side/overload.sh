@@ -140,12 +140,15 @@ mode, ok = sys.argv[1], int(sys.argv[2])
 m = {}
 for line in """$metrics""".splitlines():
     if line.startswith("sipgw_sip_requests_shed_total") or line.startswith("sipgw_sip_responses_sent_total") \
-            or line.startswith("sipgw_sip_retransmissions_total"):
+            or line.startswith("sipgw_sip_retransmissions_total") or line.startswith("sipgw_store_flush_seconds_count") \\
+            or line.startswith("sipgw_store_batches_total"):
         k, v = line.rsplit(" ", 1)
         m[k] = float(v)
 shed = {re.search('stage="([^"]+)"', k).group(1): int(v) for k, v in m.items() if "shed" in k}
 rtx = {re.search('direction="([^"]+)"', k).group(1): int(v) for k, v in m.items() if "retransmissions" in k}
-print(f"shed by stage {shed}, retransmissions {rtx}")
+flushes = int(sum(v for k, v in m.items() if k.startswith("sipgw_store_flush_seconds_count")))
+batches = int(sum(v for k, v in m.items() if k.startswith("sipgw_store_batches_total")))
+print(f"shed by stage {shed}, retransmissions {rtx}, group commits {flushes} for {batches} batches")
 if mode == "subscribe":
     sub200 = sum(int(v) for k, v in m.items() if "responses_sent" in k and 'method="SUBSCRIBE"' in k and 'code="200"' in k)
     print(f"served dialogs lost to a refused un-SUBSCRIBE: {sub200 - 2 * ok}")
