@@ -75,6 +75,21 @@ fn source() -> Source {
 }
 
 /// A response to the request the recorder saw first.
+/// A request as the UDP transport hands it over: `to_tag` is "" or
+/// ";tag=…" (inside a dialog), `waited_ms` its age on arrival.
+fn request(branch: &str, to_tag: &str, method: &str, waited_ms: u64) -> Inbound {
+    let raw = format!(
+        "{method} sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:w@example.com>;tag=a\r\nTo: <sip:p@example.com>{to_tag}\r\n\
+         Call-ID: {branch}@x\r\nCSeq: 1 {method}\r\nEvent: presence\r\nContent-Length: 0\r\n\r\n"
+    );
+    Inbound::Message {
+        msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
+        source: source(),
+        received: Instant::now() - Duration::from_millis(waited_ms),
+    }
+}
+
 fn answer(rec: &Recorder, code: u16) -> Inbound {
     let first = rec.sends.lock().unwrap()[0].1.clone();
     let req = parse_datagram(first, &Limits::default()).unwrap();
@@ -306,23 +321,6 @@ async fn a_request_older_than_the_budget_on_arrival_is_refused_statelessly() {
         ..UasPolicy::default()
     };
     let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
-    let request = |branch: &str, to_tag: &str, method: &str, waited_ms: u64| {
-        Inbound::Message {
-        msg: Box::new(
-            parse_datagram(
-                Bytes::from(format!(
-                    "{method} sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK{branch}\r\n\
-                     Max-Forwards: 70\r\nFrom: <sip:w@example.com>;tag=a\r\nTo: <sip:p@example.com>{to_tag}\r\n\
-                     Call-ID: {branch}@x\r\nCSeq: 1 {method}\r\nEvent: presence\r\nContent-Length: 0\r\n\r\n"
-                )),
-                &Limits::default(),
-            )
-            .unwrap(),
-        ),
-        source: source(),
-        received: Instant::now() - Duration::from_millis(waited_ms),
-    }
-    };
     let sent = |rec: &Recorder| -> Vec<String> {
         rec.sends
             .lock()
@@ -349,7 +347,13 @@ async fn a_request_older_than_the_budget_on_arrival_is_refused_statelessly() {
     let st = app.try_recv().expect("a young request reaches its agent");
     assert_eq!(l.in_flight().1, 1);
     let ok = st.reply(200, "OK");
-    st.respond(ok).await.unwrap();
+    // The answer is encoded when `respond` is called: its future carries
+    // bytes, not the transaction and the Message (2.4 KB, copied by every
+    // `tokio::spawn` of an agent's task that awaits it).
+    let answering = st.respond(ok);
+    let size = std::mem::size_of_val(&answering);
+    assert!(size < 512, "respond's future is {size} bytes");
+    answering.await.unwrap();
     assert!(sent(&rec)[2].starts_with("SIP/2.0 200 "));
     // Its retransmission a second later gets the 200 again, not a 503.
     l.on_inbound(request("young", "", "PUBLISH", 1000)).await;
@@ -382,42 +386,7 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
         ..UasPolicy::default()
     };
     let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
-    let publish = |n: usize| {
-        Inbound::Message {
-        msg: Box::new(
-            parse_datagram(
-                Bytes::from(format!(
-                    "PUBLISH sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKadm{n}\r\n\
-                     Max-Forwards: 70\r\nFrom: <sip:p@example.com>;tag=a\r\nTo: <sip:p@example.com>\r\n\
-                     Call-ID: adm{n}@x\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n"
-                )),
-                &Limits::default(),
-            )
-            .unwrap(),
-        ),
-        source: source(),
-        received: Instant::now(),
-    }
-    };
-    // An un-SUBSCRIBE in dialog `n`, `age_ms` old on arrival.
-    let in_dialog = |n: usize, age_ms: u64| {
-        Inbound::Message {
-        msg: Box::new(
-            parse_datagram(
-                Bytes::from(format!(
-                    "SUBSCRIBE sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKdlg{n}\r\n\
-                     Max-Forwards: 70\r\nFrom: <sip:w@example.com>;tag=a\r\nTo: <sip:p@example.com>;tag=b\r\n\
-                     Call-ID: dlg{n}@x\r\nCSeq: 2 SUBSCRIBE\r\nEvent: presence\r\nExpires: 0\r\n\
-                     Content-Length: 0\r\n\r\n"
-                )),
-                &Limits::default(),
-            )
-            .unwrap(),
-        ),
-        source: source(),
-        received: Instant::now() - Duration::from_millis(age_ms),
-    }
-    };
+    let publish = |n: usize| request(&format!("adm{n}"), "", "PUBLISH", 0);
     let refused = |rec: &Recorder| {
         rec.sends
             .lock()
@@ -448,9 +417,11 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
     assert_eq!(l.in_flight().1, 300, "no transaction kept for the refusal");
     // A request inside a dialog (To tag) finishes admitted work: the
     // backlog does not count against it, only its own age (300 ms here).
-    l.on_inbound(in_dialog(1, 0)).await;
+    l.on_inbound(request("dlg1", ";tag=b", "SUBSCRIBE", 0))
+        .await;
     held.push(app.try_recv().expect("an in-dialog request is admitted"));
-    l.on_inbound(in_dialog(2, 301)).await;
+    l.on_inbound(request("dlg2", ";tag=b", "SUBSCRIBE", 301))
+        .await;
     assert!(app.try_recv().is_err(), "older than 1.5 times the budget");
     assert_eq!(refused(&rec), 2);
     // The backlog answered, a new request is admitted again.

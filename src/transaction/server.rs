@@ -159,10 +159,11 @@ pub(super) fn end_servers(shared: &Shared, keys: &mut Vec<ServerKey>) {
 /// together. A request inside a dialog (a To tag: the un-SUBSCRIBE or
 /// refresh of a subscription that was served, a NOTIFY to the gateway)
 /// finishes work already admitted: refusing it wastes that work, so it is
-/// refused only for its own age, and past half the budget again. Measured at twice capacity, every in-dialog refusal under
-/// the shared rule came from the estimate (ages up to 165 ms, estimates
-/// 330–1,060 ms), each one a served SUBSCRIBE and NOTIFY thrown away
-/// (docs/performance.md, "Overload control").
+/// refused only for its own age, and past half the budget again. Measured
+/// at twice capacity, every in-dialog refusal under the shared rule came
+/// from the estimate (ages up to 165 ms, estimates 330–1,060 ms), each one
+/// a served SUBSCRIBE and NOTIFY thrown away (docs/performance.md, "In-dialog
+/// requests by their own age").
 fn shed_budget(policy: &uas::UasPolicy, req: &Message) -> Option<Budget> {
     let budget = policy.max_queue_delay?;
     let in_dialog = req.to().is_some_and(|t| t.tag().is_some());
@@ -443,12 +444,7 @@ pub(super) fn respond<'a>(
 ) -> impl Future<Output = Result<(), TransportError>> + Send + 'a {
     let outgoing = record(entry, &resp);
     drop(resp);
-    async move {
-        match outgoing {
-            Some(out) => transmit(shared, key, entry, out).await,
-            None => Ok(()),
-        }
-    }
+    transmit(shared, key, entry, outgoing)
 }
 
 /// A response encoded and recorded, to be sent (`transmit`).
@@ -475,13 +471,17 @@ fn record(entry: &ServerEntry, resp: &Message) -> Option<Outgoing> {
     Some(Outgoing { bytes, is_final })
 }
 
-/// Sends a recorded response and schedules the transaction's end.
+/// Sends a recorded response and schedules the transaction's end; nothing
+/// when `record` refused a second final response.
 async fn transmit(
     shared: &Arc<Shared>,
     key: &ServerKey,
     entry: &Arc<ServerEntry>,
-    Outgoing { bytes, is_final }: Outgoing,
+    outgoing: Option<Outgoing>,
 ) -> Result<(), TransportError> {
+    let Some(Outgoing { bytes, is_final }) = outgoing else {
+        return Ok(());
+    };
     let result = shared
         .transport
         .send(bytes.clone(), entry.target.clone())
@@ -643,13 +643,7 @@ impl ServerTransaction {
             },
         );
         drop(self);
-        async move {
-            match outgoing {
-                Some(out) => transmit(&shared, &key, &entry, out).await,
-                None => Ok(()),
-            }
-        }
-        .instrument(span)
+        async move { transmit(&shared, &key, &entry, outgoing).await }.instrument(span)
     }
 }
 

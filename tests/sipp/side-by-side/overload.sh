@@ -16,7 +16,10 @@
 # Env: GATEWAY_BIN, CPU_GATEWAY (1), CPU_SIPP (0), OVERLOAD_S (10),
 # OVERLOAD_RATE (default twice the clean rate: set it to compare runs),
 # CLEAN (skip the ladder and take this as the clean rate, for repeated
-# overload runs against a capacity measured before),
+# overload runs against a capacity measured before), KEEP=1 (keep the work
+# directory: the gateway's log, e.g. with
+# RUST_LOG=warn,sip_cpim_gateway::transaction::server=debug for each
+# refusal's age and expected wait, and SIPp's files),
 # FLOOR=1 (then offer the same rate to examples/refusal_floor.rs, the least a
 # refusal can cost here, and print the goodput bound that follows; with
 # FLOOR_ARGS=--batch it reads and answers with recvmmsg and sendmmsg),
@@ -125,7 +128,7 @@ done
 over=${OVERLOAD_RATE:-$((clean * 2))}
 start_gw
 read -r ok failed refused unanswered retrans secs cpu scpu rss hwm < <(run_step "$over" $((over * OVERLOAD_S)))
-metrics=$(curl -sf "127.0.0.1:$HPORT/metrics")
+curl -sf "127.0.0.1:$HPORT/metrics" > "$WORK/metrics.txt"
 stop_gw
 goodput=$(python3 -c "print(round($ok / $secs))")
 echo "clean: $clean/s ($clean_line)"
@@ -134,23 +137,20 @@ echo "overload: offered $over/s for $((over * OVERLOAD_S)) calls: goodput $goodp
 # many served SUBSCRIBEs were wasted by a refusal of their un-SUBSCRIBE (every
 # SUBSCRIBE answered 200 is a served initial one or the un-SUBSCRIBE of a
 # dialog that completed).
-python3 - "$MODE" "$ok" <<PY
+python3 - "$MODE" "$ok" "$WORK/metrics.txt" <<'PY'
 import re, sys
-mode, ok = sys.argv[1], int(sys.argv[2])
-m = {}
-for line in """$metrics""".splitlines():
-    if line.startswith("sipgw_sip_requests_shed_total") or line.startswith("sipgw_sip_responses_sent_total") \
-            or line.startswith("sipgw_sip_retransmissions_total") or line.startswith("sipgw_store_flush_seconds_count") \\
-            or line.startswith("sipgw_store_batches_total"):
-        k, v = line.rsplit(" ", 1)
-        m[k] = float(v)
-shed = {re.search('stage="([^"]+)"', k).group(1): int(v) for k, v in m.items() if "shed" in k}
-rtx = {re.search('direction="([^"]+)"', k).group(1): int(v) for k, v in m.items() if "retransmissions" in k}
-flushes = int(sum(v for k, v in m.items() if k.startswith("sipgw_store_flush_seconds_count")))
-batches = int(sum(v for k, v in m.items() if k.startswith("sipgw_store_batches_total")))
-print(f"shed by stage {shed}, retransmissions {rtx}, group commits {flushes} for {batches} batches")
+mode, ok, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+wanted = ("sipgw_sip_requests_shed_total", "sipgw_sip_responses_sent_total", "sipgw_sip_retransmissions_total",
+          "sipgw_store_flush_seconds_count", "sipgw_store_batches_total")
+m = {k: float(v) for k, v in (line.rsplit(" ", 1) for line in open(path) if line.startswith(wanted))}
+label = lambda name, k: re.search(name + '="([^"]+)"', k).group(1)
+shed = {label("stage", k): int(v) for k, v in m.items() if k.startswith(wanted[0])}
+rtx = {label("direction", k): int(v) for k, v in m.items() if k.startswith(wanted[2])}
+total = lambda prefix: int(sum(v for k, v in m.items() if k.startswith(prefix)))
+print(f"shed by stage {shed}, retransmissions {rtx}, group commits since start {total(wanted[3])} for {total(wanted[4])} batches")
 if mode == "subscribe":
-    sub200 = sum(int(v) for k, v in m.items() if "responses_sent" in k and 'method="SUBSCRIBE"' in k and 'code="200"' in k)
+    sub200 = sum(int(v) for k, v in m.items()
+                 if k.startswith(wanted[1]) and 'method="SUBSCRIBE"' in k and 'code="200"' in k)
     print(f"served dialogs lost to a refused un-SUBSCRIBE: {sub200 - 2 * ok}")
 PY
 python3 - "$secs" "$cpu" "$OVERLOAD_S" "$CPU_SHARE" "$over" "$scpu" <<'PY'
