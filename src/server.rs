@@ -13,7 +13,6 @@ use crate::transport::{Proto, Resolver, TlsSettings, Transmit, TransportConfig, 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +153,8 @@ impl Server {
             advertise: (!cfg.sip.advertise.is_empty()).then(|| cfg.sip.advertise.clone()),
             udp_recv_buffer: cfg.sip.transport.udp_recv_buffer_bytes,
         };
-        let (in_tx, in_rx) = mpsc::channel(8192);
-        let transport = TransportLayer::bind(tc, in_tx).await?;
+        let upstream = crate::transport::Upstream::new();
+        let transport = TransportLayer::bind(tc, upstream.clone()).await?;
         let timers = Timers {
             t1: Duration::from_millis(cfg.sip.timers.t1_ms),
             t2: Duration::from_millis(cfg.sip.timers.t2_ms),
@@ -369,9 +368,15 @@ impl Server {
             local_domains: cfg.sip.local_domains.clone().into(),
             dialogs,
         };
-        tokio::spawn(router.serve(app_rx));
+        // The router only sorts requests into the agents' (unbounded)
+        // queues, synchronously: it drains its channel whenever it runs
+        // instead of yielding every 128 requests (tokio's budget), so that
+        // under overload the wait is in the agents' queues, which admission
+        // measures, and not in this channel, whose overflow refuses
+        // requests inside dialogs that were already served once.
+        tokio::spawn(tokio::task::unconstrained(router.serve(app_rx)));
         // Receive only once everything above is ready.
-        transactions.spawn_inbound(in_rx);
+        upstream.connect(Arc::new(transactions.clone()));
         ops.ready.store(true, std::sync::atomic::Ordering::Release);
         Ok(Server {
             ops,

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use sip_cpim_gateway::sip::{HeaderName, Limits, Message, Method, Uri, parse_datagram};
 use sip_cpim_gateway::transaction::{ClientError, Timers, TransactionLayer, UasPolicy};
 use sip_cpim_gateway::transport::{
-    Inbound, Proto, SendFuture, Source, Target, Transmit, TransportError,
+    Inbound, Proto, Receive, SendFuture, Source, Target, Transmit, TransportError,
 };
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -329,8 +329,15 @@ async fn a_request_older_than_the_budget_on_arrival_is_refused_statelessly() {
             .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
             .collect()
     };
-    // 201 ms old on arrival: refused, not queued, not kept.
-    l.on_inbound(request("old", "", "PUBLISH", 201)).await;
+    // 201 ms old on arrival: refused, not queued, not kept. Taken as the
+    // transport hands it up: boxed, on the task that read it.
+    let handing_up = l.receive(request("old", "", "PUBLISH", 201));
+    let size = std::mem::size_of_val(&*handing_up);
+    assert!(
+        size < 1024,
+        "the future per received message is {size} bytes"
+    );
+    handing_up.await;
     let out = sent(&rec);
     assert_eq!(out.len(), 1);
     assert!(out[0].starts_with("SIP/2.0 503 "), "{}", out[0]);

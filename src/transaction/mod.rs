@@ -21,7 +21,9 @@ pub use uas::{IncomingRequest, UasPolicy};
 
 use crate::metrics as m;
 use crate::sip::{HeaderName, Message, Method, Via};
-use crate::transport::{Inbound, Proto, Resolver, Source, Target, Transmit, TransportError};
+use crate::transport::{
+    Inbound, Proto, Receive, ReceiveFuture, Resolver, Source, Target, Transmit, TransportError,
+};
 use client::{ClientAction, ClientNonInvite};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -210,31 +212,26 @@ impl TransactionLayer {
         )
     }
 
-    /// Consumes everything the transport receives.
-    pub fn spawn_inbound(&self, mut rx: mpsc::Receiver<Inbound>) -> tokio::task::JoinHandle<()> {
-        let layer = self.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                layer.on_inbound(ev).await;
-            }
-        })
-    }
-
-    /// Handles one received event.
+    /// Handles one received event, on the task that received it (see
+    /// [`Receive`]).
     pub async fn on_inbound(&self, ev: Inbound) {
-        match ev {
+        let reply = match ev {
             Inbound::Message {
                 msg,
                 source,
                 received,
-            } if msg.is_request() => self.on_request(*msg, source, received).await,
-            Inbound::Message { msg, source, .. } => self.on_response(*msg, &source),
+            } if msg.is_request() => self.on_request(*msg, source, received),
+            Inbound::Message { msg, source, .. } => {
+                self.on_response(*msg, &source);
+                server::Reply::Nothing
+            }
             Inbound::Malformed {
                 bytes,
                 error,
                 source,
-            } => self.on_malformed(bytes, error, source).await,
-        }
+            } => self.on_malformed(bytes, error, source),
+        };
+        reply.send(&self.shared).await;
     }
 
     fn on_response(&self, msg: Message, source: &Source) {
@@ -546,6 +543,14 @@ impl Drop for ClientGuard {
         if let Some(k) = self.key.take() {
             self.shared.clients().remove(&k);
         }
+    }
+}
+
+/// The transport hands every message up here, on its reading task: the
+/// UDP receivers concurrently, a stream's reader in order.
+impl Receive for TransactionLayer {
+    fn receive(&self, ev: Inbound) -> ReceiveFuture<'_> {
+        Box::pin(self.on_inbound(ev))
     }
 }
 

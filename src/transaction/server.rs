@@ -227,37 +227,28 @@ impl TransactionLayer {
         late
     }
 
-    pub(super) async fn on_request(&self, mut req: Message, source: Source, received: Instant) {
+    /// A received request: matched to its transaction, refused, or handed
+    /// to the application. Synchronous up to the one send it may leave
+    /// (`Reply`), so the future per received message stays small.
+    pub(super) fn on_request(
+        &self,
+        mut req: Message,
+        source: Source,
+        received: Instant,
+    ) -> Reply<'_> {
         stamp_received(&mut req, &source);
         let Some(key) = server_key(&req, &source) else {
             tracing::debug!(peer = %source.peer, "request without Via dropped");
-            return;
+            return Reply::Nothing;
         };
         let method = req.method().cloned().unwrap_or(Method::Options);
         let existing = self.shared.servers().get(&key).cloned();
         if let Some(entry) = existing {
-            // A retransmission (§17.2.2), or the ACK of our INVITE answer.
-            if method == Method::Ack {
-                if entry.invite {
-                    entry.phase().confirmed = true;
-                    entry.ack.notify_one();
-                }
-                return;
-            }
-            metrics::counter!(m::SIP_RETRANSMISSIONS, "direction" => "received").increment(1);
-            let last = entry.phase().last.clone();
-            if let Some(bytes) = last {
-                let _ = self
-                    .shared
-                    .transport
-                    .send(bytes, entry.target.clone())
-                    .await;
-            }
-            return;
+            return absorb(&entry, &method);
         }
         if method == Method::Ack {
             // An ACK matching no transaction is absorbed (§17.2.3, §8.2).
-            return;
+            return Reply::Nothing;
         }
         let target = match response_target(req.top_via().expect("key implies Via"), &source) {
             ResponseTarget::Direct(t) => t,
@@ -287,8 +278,7 @@ impl TransactionLayer {
                 &random_token(),
                 &[(HeaderName::RetryAfter, &retry_after)],
             );
-            let _ = self.shared.transport.send(wire, target).await;
-            return;
+            return Reply::Send(wire, target);
         }
         let entry = Arc::new(ServerEntry {
             target,
@@ -297,7 +287,19 @@ impl TransactionLayer {
             phase: Mutex::new(ServerPhase::default()),
             ack: tokio::sync::Notify::new(),
         });
-        self.shared.servers().insert(key.clone(), entry.clone());
+        // The UDP receivers run concurrently: a retransmission read by
+        // another one since the lookup above found no entry then. One of
+        // the two creates the transaction, the other absorbs (§17.2.3).
+        let raced = match self.shared.servers().entry(key.clone()) {
+            std::collections::hash_map::Entry::Occupied(first) => Some(first.get().clone()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(entry.clone());
+                None
+            }
+        };
+        if let Some(first) = raced {
+            return absorb(&first, &method);
+        }
         let to_tag = random_token();
 
         if method == Method::Cancel {
@@ -307,12 +309,10 @@ impl TransactionLayer {
             let found = self.shared.servers().contains_key(&invite_key);
             let code = if found { 200 } else { 481 };
             let resp = uas::reply(&req, code, default_reason(code), &to_tag);
-            let _ = respond(&self.shared, &key, &entry, resp).await;
-            return;
+            return self.answer(key, entry, resp);
         }
         if let Some(resp) = uas::check_request(&req, &self.shared.policy, &to_tag) {
-            let _ = respond(&self.shared, &key, &entry, resp).await;
-            return;
+            return self.answer(key, entry, resp);
         }
         let span = tracing::info_span!(
             "sip_transaction",
@@ -344,33 +344,52 @@ impl TransactionLayer {
             // one after its restart, will take it.
             let mut resp = st.reply(503, "Service Unavailable (shutting down)");
             resp.push_header(HeaderName::RetryAfter, "5");
-            let _ = st.respond(resp).await;
-            return;
+            return Reply::answered(st.respond(resp));
         }
-        if let Err(e) = self.shared.app.try_send(st) {
-            // Overloaded (or shutting down): refuse with 503 (RFC 3261 §21.5.4).
-            let st = match e {
-                mpsc::error::TrySendError::Full(st) | mpsc::error::TrySendError::Closed(st) => st,
-            };
-            let mut resp = st.reply(503, "Service Unavailable");
-            resp.push_header(HeaderName::RetryAfter, "5");
-            let _ = st.respond(resp).await;
+        match self.shared.app.try_send(st) {
+            Ok(()) => Reply::Nothing,
+            Err(e) => {
+                // The agents' queue is full (or they are gone): refuse with
+                // 503 (RFC 3261 §21.5.4).
+                let st = match e {
+                    mpsc::error::TrySendError::Full(st) | mpsc::error::TrySendError::Closed(st) => {
+                        st
+                    }
+                };
+                metrics::counter!(m::SIP_SHED, "stage" => "queue").increment(1);
+                let mut resp = st.reply(503, "Service Unavailable");
+                resp.push_header(HeaderName::RetryAfter, "5");
+                Reply::answered(st.respond(resp))
+            }
         }
+    }
+
+    /// Answers a request the transaction layer itself decides (CANCEL, the
+    /// UAS core checks).
+    fn answer(&self, key: ServerKey, entry: Arc<ServerEntry>, resp: Message) -> Reply<'_> {
+        let outgoing = record(&entry, &resp);
+        let shared = &self.shared;
+        Reply::answered(async move { transmit(shared, &key, &entry, outgoing).await })
     }
 
     /// A message that did not parse: a request gets 400 (505, 513) built
     /// from salvaged headers; responses and noise are dropped (§8.2, RFC
     /// 4475 §3.1.2).
-    pub(super) async fn on_malformed(&self, bytes: Bytes, error: ParseError, source: Source) {
+    pub(super) fn on_malformed(
+        &self,
+        bytes: Bytes,
+        error: ParseError,
+        source: Source,
+    ) -> Reply<'_> {
         tracing::info!(peer = %source.peer, proto = %source.proto, %error, "malformed message");
         metrics::counter!(m::SIP_MALFORMED).increment(1);
         if matches!(error, ParseError::ConflictingContentLength { .. }) {
             // Cannot be framed: over UDP the datagram is discarded (RFC 4475
             // §3.3.9); over a stream the connection closes.
-            return;
+            return Reply::Nothing;
         }
         let Some(s) = salvage_request(&bytes) else {
-            return;
+            return Reply::Nothing;
         };
         let code = error.status_code();
         let mut resp = Message::response(code, &error.reason_phrase());
@@ -423,7 +442,57 @@ impl TransactionLayer {
                 t.conn = source.conn;
                 t
             });
-        let _ = self.shared.transport.send(resp.to_bytes(), target).await;
+        Reply::Send(resp.to_bytes(), target)
+    }
+}
+
+/// A request matching the server transaction `entry`: a retransmission
+/// gets the last response again (§17.2.2), an ACK confirms an INVITE
+/// answer.
+fn absorb(entry: &ServerEntry, method: &Method) -> Reply<'static> {
+    if *method == Method::Ack {
+        if entry.invite {
+            entry.phase().confirmed = true;
+            entry.ack.notify_one();
+        }
+        return Reply::Nothing;
+    }
+    metrics::counter!(m::SIP_RETRANSMISSIONS, "direction" => "received").increment(1);
+    let last = entry.phase().last.clone();
+    match last {
+        Some(bytes) => Reply::Send(bytes, entry.target.clone()),
+        None => Reply::Nothing,
+    }
+}
+
+/// What taking a received message leaves to do on the receiving task: at
+/// most one send. The decision itself is synchronous, so the future the
+/// transport boxes per message (`Receive`) holds a send, not the request.
+pub(super) enum Reply<'a> {
+    Nothing,
+    /// A stateless answer, or a retransmission of the last one.
+    Send(Bytes, Target),
+    /// An answer in a transaction (recorded; sending it may start timers).
+    Answer(std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
+}
+
+impl<'a> Reply<'a> {
+    fn answered(
+        sending: impl Future<Output = Result<(), TransportError>> + Send + 'a,
+    ) -> Reply<'a> {
+        Reply::Answer(Box::pin(async move {
+            let _ = sending.await;
+        }))
+    }
+
+    pub(super) async fn send(self, shared: &Shared) {
+        match self {
+            Reply::Nothing => {}
+            Reply::Send(bytes, target) => {
+                let _ = shared.transport.send(bytes, target).await;
+            }
+            Reply::Answer(sending) => sending.await,
+        }
     }
 }
 

@@ -20,7 +20,7 @@
 //! are the long-lived flows of registered user agents (RFC 5626 §3), and an
 //! attacker's fresh connections would otherwise push them out.
 
-use super::{Inbound, Proto, Source, Target, TransportError};
+use super::{Inbound, Proto, Source, Target, TransportError, Upstream};
 use crate::sip::{Limits, StreamParser};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -136,7 +136,7 @@ pub(super) struct ConnTable {
     /// Time base of [`ConnState::partial_since`].
     epoch: Instant,
     connector: TlsConnector,
-    inbound: mpsc::Sender<Inbound>,
+    upstream: Upstream,
 }
 
 impl ConnTable {
@@ -145,7 +145,7 @@ impl ConnTable {
         timeouts: ConnTimeouts,
         caps: ConnCaps,
         connector: TlsConnector,
-        inbound: mpsc::Sender<Inbound>,
+        upstream: Upstream,
     ) -> Arc<ConnTable> {
         Arc::new(ConnTable {
             index: Mutex::new(Index::default()),
@@ -159,7 +159,7 @@ impl ConnTable {
             connect_timeout: timeouts.connect,
             epoch: Instant::now(),
             connector,
-            inbound,
+            upstream,
         })
     }
 
@@ -553,18 +553,15 @@ impl ConnTable {
                             let port = v.port.unwrap_or_else(|| proto.default_port());
                             self.alias(proto, SocketAddr::new(peer.ip(), port), id);
                         }
-                        if self
-                            .inbound
-                            .send(Inbound::Message {
+                        // Handed up here, so this connection's messages are
+                        // taken in order (`upstream`).
+                        self.upstream
+                            .deliver(Inbound::Message {
                                 msg: Box::new(msg),
                                 source: source.clone(),
                                 received: tokio::time::Instant::now(),
                             })
-                            .await
-                            .is_err()
-                        {
-                            break 'conn;
-                        }
+                            .await;
                     }
                     Ok(None) => {
                         // Bytes of a message are buffered (the parser has
@@ -590,9 +587,8 @@ impl ConnTable {
                     Err(error) => {
                         // A stream cannot be re-synchronised after a framing
                         // error (RFC 4475 §3.1.2.3): report, then close.
-                        let _ = self
-                            .inbound
-                            .send(Inbound::Malformed {
+                        self.upstream
+                            .deliver(Inbound::Malformed {
                                 bytes: parser.take_failed().unwrap_or_default(),
                                 error,
                                 source: source.clone(),

@@ -4,7 +4,8 @@
 //! resolution (static routes, then RFC 3263 DNS).
 //!
 //! The layer above talks to it through [`Transmit`] (outbound) and an
-//! [`Inbound`] channel (everything received, parsed or not).
+//! [`Upstream`] link, which hands it everything received, parsed or not, on
+//! the task that read it.
 
 mod conn;
 mod listener;
@@ -13,11 +14,13 @@ pub mod routing;
 mod rxstamp;
 mod tls;
 mod udp;
+mod upstream;
 
 pub use conn::ConnId;
 pub use listener::{Listener, StaticRoute, parse_listener};
 pub use resolve::Resolver;
 pub use routing::{response_target, stamp_received};
+pub use upstream::{Receive, ReceiveFuture, Upstream};
 
 use crate::sip::{Limits, Message, ParseError};
 use bytes::Bytes;
@@ -25,7 +28,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// A transport protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,10 +189,11 @@ pub struct TransportLayer {
 }
 
 impl TransportLayer {
-    /// Binds every listener and starts receiving into `inbound`.
+    /// Binds every listener and starts receiving; what arrives is handed to
+    /// the layer `upstream` connects.
     pub async fn bind(
         config: TransportConfig,
-        inbound: mpsc::Sender<Inbound>,
+        upstream: Upstream,
     ) -> std::io::Result<Arc<TransportLayer>> {
         let tls_server = match &config.tls {
             Some(t) => Some(t.server_config()?),
@@ -212,7 +215,7 @@ impl TransportLayer {
                 per_address: config.max_connections_per_address,
             },
             tls_client,
-            inbound.clone(),
+            upstream.clone(),
         );
         let mut udp = Vec::new();
         let mut local = Vec::new();
@@ -223,7 +226,7 @@ impl TransportLayer {
                     let ep = udp::UdpEndpoint::bind(
                         l.addr,
                         config.limits,
-                        inbound.clone(),
+                        upstream.clone(),
                         config.udp_recv_buffer,
                         receivers,
                     )

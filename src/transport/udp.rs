@@ -1,14 +1,13 @@
 //! UDP: one socket per listener; every datagram is one message (RFC 3261
 //! §18.3), parsed on the receiving tasks.
 
-use super::{Inbound, Proto, Source, TransportError};
+use super::{Inbound, Proto, Source, TransportError, Upstream};
 use crate::sip::{Limits, parse_datagram};
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub(super) struct UdpEndpoint {
@@ -23,7 +22,7 @@ impl UdpEndpoint {
     pub(super) async fn bind(
         addr: SocketAddr,
         limits: Limits,
-        inbound: mpsc::Sender<Inbound>,
+        upstream: Upstream,
         recv_buffer: usize,
         receivers: usize,
     ) -> std::io::Result<Self> {
@@ -57,7 +56,7 @@ impl UdpEndpoint {
         let socket = Arc::new(UdpSocket::from_std(raw.into())?);
         let local = socket.local_addr()?;
         for _ in 0..receivers.max(1) {
-            spawn_receiver(socket.clone(), local, limits, inbound.clone());
+            spawn_receiver(socket.clone(), local, limits, upstream.clone());
         }
         Ok(UdpEndpoint { socket, local })
     }
@@ -75,12 +74,7 @@ impl UdpEndpoint {
     }
 }
 
-fn spawn_receiver(
-    rx: Arc<UdpSocket>,
-    local: SocketAddr,
-    limits: Limits,
-    inbound: mpsc::Sender<Inbound>,
-) {
+fn spawn_receiver(rx: Arc<UdpSocket>, local: SocketAddr, limits: Limits, upstream: Upstream) {
     tokio::spawn(async move {
         // A datagram can be at most 65,535 bytes; anything above the
         // configured limit is refused by the parser before it allocates.
@@ -127,9 +121,9 @@ fn spawn_receiver(
                     source,
                 },
             };
-            if inbound.send(event).await.is_err() {
-                return; // the layer above is gone: shutting down
-            }
+            // Admission, a refusal or a retransmitted answer happen here,
+            // before the next read (`upstream`).
+            upstream.deliver(event).await;
         }
     });
 }

@@ -10,14 +10,13 @@ use bytes::Bytes;
 use sip_cpim_gateway::sip::{Limits, Message, Method, StreamParser, parse_datagram};
 use sip_cpim_gateway::transaction::{Timers, TransactionLayer, UasPolicy};
 use sip_cpim_gateway::transport::Listener;
-use sip_cpim_gateway::transport::{Proto, TlsSettings, TransportConfig, TransportLayer};
+use sip_cpim_gateway::transport::{Proto, TlsSettings, TransportConfig, TransportLayer, Upstream};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::mpsc;
 
 pub struct Opts {
     pub tls: bool,
@@ -125,11 +124,13 @@ pub async fn start(opts: Opts) -> TestServer {
         advertise: None,
         udp_recv_buffer: 1 << 20,
     };
-    let (in_tx, in_rx) = mpsc::channel(1024);
-    let transport = TransportLayer::bind(config, in_tx).await.unwrap();
+    let upstream = Upstream::new();
+    let transport = TransportLayer::bind(config, upstream.clone())
+        .await
+        .unwrap();
     let (layer, mut app) =
         TransactionLayer::new(transport.clone(), Timers::default(), policy(), 1300);
-    layer.spawn_inbound(in_rx);
+    upstream.connect(Arc::new(layer.clone()));
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
     let delay = opts.handler_delay;

@@ -3,7 +3,8 @@
 # the side-by-side scenarios (every 2xx durable; the same presence settings
 # as the Kamailio side: allow, no throttling, 200 to SUBSCRIBE).
 
-# gateway_toml FILE SIP_PORT HTTP_PORT STORE_DIR
+# gateway_toml FILE SIP_PORT HTTP_PORT STORE_DIR; GATEWAY_TOML_EXTRA (env) is
+# appended: a setting to try, e.g. $'[sip.overload]\nmax_queue_delay_ms = 150'.
 gateway_toml() {
 	cat > "$1" <<TOML
 [sip]
@@ -20,5 +21,6 @@ max_expires = 3600
 path = "$4"
 [log]
 level = "warn"
+${GATEWAY_TOML_EXTRA:-}
 TOML
 }
