@@ -440,3 +440,36 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
     assert!(app.try_recv().is_ok());
     assert_eq!(refused(&rec), 2);
 }
+
+/// When the agents' queue is full (4,096 requests admitted and not yet
+/// taken), the next request is refused in its own transaction: 503 with
+/// `Retry-After: 5` (RFC 3261 §21.5.4), recorded, so that its
+/// retransmission gets the same 503 and no second decision.
+#[tokio::test(start_paused = true)]
+async fn a_full_agents_queue_refuses_with_503_and_retry_after() {
+    let rec = Arc::new(Recorder::default());
+    let policy = UasPolicy {
+        allow: vec![Method::Publish],
+        ..UasPolicy::default()
+    };
+    let (l, _app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    for n in 0..4096 {
+        l.on_inbound(request(&format!("q{n}"), "", "PUBLISH", 0))
+            .await;
+    }
+    assert!(rec.sends.lock().unwrap().is_empty(), "all 4,096 queued");
+    l.on_inbound(request("over", "", "PUBLISH", 0)).await;
+    let out = |i: usize| String::from_utf8_lossy(&rec.sends.lock().unwrap()[i].1).into_owned();
+    let refused = out(0);
+    assert!(
+        refused.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+        "{refused}"
+    );
+    assert!(refused.contains("\r\nRetry-After: 5\r\n"), "{refused}");
+    assert!(refused.contains("\r\nCSeq: 1 PUBLISH\r\n"), "{refused}");
+    assert!(refused.contains("\r\nCall-ID: over@x\r\n"), "{refused}");
+    // Its retransmission matches the transaction and gets the same answer.
+    l.on_inbound(request("over", "", "PUBLISH", 0)).await;
+    assert_eq!(rec.sends.lock().unwrap().len(), 2);
+    assert_eq!(out(1), refused);
+}

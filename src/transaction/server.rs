@@ -230,12 +230,7 @@ impl TransactionLayer {
     /// A received request: matched to its transaction, refused, or handed
     /// to the application. Synchronous up to the one send it may leave
     /// (`Reply`), so the future per received message stays small.
-    pub(super) fn on_request(
-        &self,
-        mut req: Message,
-        source: Source,
-        received: Instant,
-    ) -> Reply<'_> {
+    pub(super) fn on_request(&self, mut req: Message, source: Source, received: Instant) -> Reply {
         stamp_received(&mut req, &source);
         let Some(key) = server_key(&req, &source) else {
             tracing::debug!(peer = %source.peer, "request without Via dropped");
@@ -309,10 +304,10 @@ impl TransactionLayer {
             let found = self.shared.servers().contains_key(&invite_key);
             let code = if found { 200 } else { 481 };
             let resp = uas::reply(&req, code, default_reason(code), &to_tag);
-            return self.answer(key, entry, resp);
+            return Reply::answered(respond(self.shared.clone(), key, entry, resp));
         }
         if let Some(resp) = uas::check_request(&req, &self.shared.policy, &to_tag) {
-            return self.answer(key, entry, resp);
+            return Reply::answered(respond(self.shared.clone(), key, entry, resp));
         }
         let span = tracing::info_span!(
             "sip_transaction",
@@ -364,23 +359,10 @@ impl TransactionLayer {
         }
     }
 
-    /// Answers a request the transaction layer itself decides (CANCEL, the
-    /// UAS core checks).
-    fn answer(&self, key: ServerKey, entry: Arc<ServerEntry>, resp: Message) -> Reply<'_> {
-        let outgoing = record(&entry, &resp);
-        let shared = &self.shared;
-        Reply::answered(async move { transmit(shared, &key, &entry, outgoing).await })
-    }
-
     /// A message that did not parse: a request gets 400 (505, 513) built
     /// from salvaged headers; responses and noise are dropped (§8.2, RFC
     /// 4475 §3.1.2).
-    pub(super) fn on_malformed(
-        &self,
-        bytes: Bytes,
-        error: ParseError,
-        source: Source,
-    ) -> Reply<'_> {
+    pub(super) fn on_malformed(&self, bytes: Bytes, error: ParseError, source: Source) -> Reply {
         tracing::info!(peer = %source.peer, proto = %source.proto, %error, "malformed message");
         metrics::counter!(m::SIP_MALFORMED).increment(1);
         if matches!(error, ParseError::ConflictingContentLength { .. }) {
@@ -449,7 +431,7 @@ impl TransactionLayer {
 /// A request matching the server transaction `entry`: a retransmission
 /// gets the last response again (§17.2.2), an ACK confirms an INVITE
 /// answer.
-fn absorb(entry: &ServerEntry, method: &Method) -> Reply<'static> {
+fn absorb(entry: &ServerEntry, method: &Method) -> Reply {
     if *method == Method::Ack {
         if entry.invite {
             entry.phase().confirmed = true;
@@ -468,18 +450,18 @@ fn absorb(entry: &ServerEntry, method: &Method) -> Reply<'static> {
 /// What taking a received message leaves to do on the receiving task: at
 /// most one send. The decision itself is synchronous, so the future the
 /// transport boxes per message (`Receive`) holds a send, not the request.
-pub(super) enum Reply<'a> {
+pub(super) enum Reply {
     Nothing,
     /// A stateless answer, or a retransmission of the last one.
     Send(Bytes, Target),
     /// An answer in a transaction (recorded; sending it may start timers).
-    Answer(std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>),
+    Answer(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
 }
 
-impl<'a> Reply<'a> {
+impl Reply {
     fn answered(
-        sending: impl Future<Output = Result<(), TransportError>> + Send + 'a,
-    ) -> Reply<'a> {
+        sending: impl Future<Output = Result<(), TransportError>> + Send + 'static,
+    ) -> Reply {
         Reply::Answer(Box::pin(async move {
             let _ = sending.await;
         }))
@@ -505,15 +487,15 @@ impl<'a> Reply<'a> {
 /// that carried the message through each `async` layer was kilobytes that
 /// `tokio::spawn` copied on every request (`memmove` was 15–19 % of the
 /// core under overload, docs/performance.md).
-pub(super) fn respond<'a>(
-    shared: &'a Arc<Shared>,
-    key: &'a ServerKey,
-    entry: &'a Arc<ServerEntry>,
+pub(super) fn respond(
+    shared: Arc<Shared>,
+    key: ServerKey,
+    entry: Arc<ServerEntry>,
     resp: Message,
-) -> impl Future<Output = Result<(), TransportError>> + Send + 'a {
-    let outgoing = record(entry, &resp);
+) -> impl Future<Output = Result<(), TransportError>> + Send + 'static {
+    let outgoing = record(&entry, &resp);
     drop(resp);
-    transmit(shared, key, entry, outgoing)
+    async move { transmit(&shared, &key, &entry, outgoing).await }
 }
 
 /// A response encoded and recorded, to be sent (`transmit`).
@@ -681,7 +663,13 @@ impl ServerTransaction {
     /// Sends a provisional (1xx) response; the transaction stays open.
     pub async fn provisional(&self, resp: Message) -> Result<(), TransportError> {
         debug_assert!(resp.status().is_some_and(|c| c < 200));
-        respond(&self.shared, &self.key, &self.entry, resp).await
+        respond(
+            self.shared.clone(),
+            self.key.clone(),
+            self.entry.clone(),
+            resp,
+        )
+        .await
     }
 
     /// Sends the final response; the transaction then absorbs
@@ -699,10 +687,6 @@ impl ServerTransaction {
         self.answered = true;
         let span = self.span.clone();
         span.in_scope(|| tracing::debug!(code = resp.status(), "response"));
-        let outgoing = record(&self.entry, &resp);
-        drop(resp);
-        let shared = self.shared.clone();
-        let entry = self.entry.clone();
         // The key moves out (an empty one is left, without allocating);
         // `answered` is set, so dropping `self` sends nothing.
         let key = std::mem::replace(
@@ -711,8 +695,7 @@ impl ServerTransaction {
                 fields: Box::default(),
             },
         );
-        drop(self);
-        async move { transmit(&shared, &key, &entry, outgoing).await }.instrument(span)
+        respond(self.shared.clone(), key, self.entry.clone(), resp).instrument(span)
     }
 }
 
@@ -730,14 +713,14 @@ impl Drop for ServerTransaction {
         }
         // The application dropped the request without answering: answer 500
         // so the client does not retransmit until Timer F.
-        let resp = self.inbound.reply(500, "Server Internal Error");
-        let shared = self.shared.clone();
-        let key = self.key.clone();
-        let entry = self.entry.clone();
         if let Ok(h) = tokio::runtime::Handle::try_current() {
-            h.spawn(async move {
-                let _ = respond(&shared, &key, &entry, resp).await;
-            });
+            let resp = self.inbound.reply(500, "Server Internal Error");
+            h.spawn(respond(
+                self.shared.clone(),
+                self.key.clone(),
+                self.entry.clone(),
+                resp,
+            ));
         }
     }
 }

@@ -28,16 +28,6 @@ pub trait Receive: Send + Sync + 'static {
 
 pub type ReceiveFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
-/// Received messages are handed to the layer above through a channel:
-/// for tests and tools that read the transport directly.
-impl Receive for tokio::sync::mpsc::Sender<Inbound> {
-    fn receive(&self, ev: Inbound) -> ReceiveFuture<'_> {
-        Box::pin(async move {
-            let _ = self.send(ev).await;
-        })
-    }
-}
-
 /// The transport's link to the layer above. That layer is built on the
 /// transport (it sends through it), so it is connected after the listeners
 /// are bound.
@@ -88,6 +78,17 @@ mod tests {
     use bytes::Bytes;
     use std::time::Duration;
 
+    /// A layer above that only collects what it is handed.
+    struct Collect(tokio::sync::mpsc::Sender<Inbound>);
+
+    impl Receive for Collect {
+        fn receive(&self, ev: Inbound) -> ReceiveFuture<'_> {
+            Box::pin(async move {
+                let _ = self.0.send(ev).await;
+            })
+        }
+    }
+
     fn noise() -> Inbound {
         let addr = "127.0.0.1:5060".parse().unwrap();
         Inbound::Malformed {
@@ -114,7 +115,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!early.is_finished(), "delivered with nothing connected");
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
-        up.connect(Arc::new(tx));
+        up.connect(Arc::new(Collect(tx)));
         early.await.unwrap();
         assert!(matches!(rx.recv().await, Some(Inbound::Malformed { .. })));
         up.deliver(noise()).await;

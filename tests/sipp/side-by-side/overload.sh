@@ -25,6 +25,8 @@
 # FLOOR_ARGS=--batch it reads and answers with recvmmsg and sendmmsg),
 # CPU_SHARE (100: the percentage of its core the gateway may use, by a CFS
 # quota in its own cgroup, v1 or v2; lower it when SIPp cannot offer 2·C).
+# GATEWAY_TOML_EXTRA (appended to the gateway's configuration, lib.sh: a
+# setting to try, e.g. $'[sip.overload]\nmax_queue_delay_ms = 150').
 #
 # The overload figure is the gateway's only while SIPp keeps up and the
 # gateway is saturated: a step in which SIPp used over 90 % of its core, or
