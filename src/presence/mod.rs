@@ -363,6 +363,15 @@ pub(crate) enum TimerKey {
     Throttle(Arc<str>),
 }
 
+/// What a winfo subscription's next NOTIFY must carry (RFC 3858 §4.2).
+#[derive(Debug)]
+pub(crate) enum WinfoPending {
+    /// The watchers that changed since the last NOTIFY sent.
+    Partial(Vec<crate::body::winfo::WatcherEntry>),
+    /// Full state: the last NOTIFY may not have reached the subscriber.
+    Full,
+}
+
 pub(crate) struct Agent {
     pub settings: PresenceSettings,
     pub store: Arc<dyn Store>,
@@ -379,8 +388,10 @@ pub(crate) struct Agent {
     pub subs: crate::maps::FastMap<Arc<str>, Box<Sub>>,
     pub timers: BinaryHeap<Reverse<(i64, TimerKey)>>,
     pub self_tx: mpsc::UnboundedSender<Command>,
-    /// Partial watcherinfo state waiting for a winfo subscription's NOTIFY.
-    pub winfo_partial: HashMap<Arc<str>, Vec<crate::body::winfo::WatcherEntry>>,
+    /// Watcherinfo state waiting for a winfo subscription's next NOTIFY;
+    /// none: nothing changed since the last one (a NOTIFY sent anyway, for
+    /// a refresh, carries full state).
+    pub winfo_partial: HashMap<Arc<str>, WinfoPending>,
     /// Authorization rules by (presentity, watcher).
     pub policies: HashMap<(String, String), records::PolicyAction>,
     /// Who may PUBLISH for a presentity besides itself: presentity AOR →

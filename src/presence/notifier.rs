@@ -2,7 +2,9 @@
 //! generation, subscription expiry.
 
 use super::records::{DocFormat, Package, PolicyAction, SubStatus, SubscriptionRecord};
-use super::{Agent, Effects, NotifyOutcome, OutNotify, TimerKey, aor_key, now_ms, refuse};
+use super::{
+    Agent, Effects, NotifyOutcome, OutNotify, TimerKey, WinfoPending, aor_key, now_ms, refuse,
+};
 use crate::body::negotiate;
 use crate::body::winfo::{self, WatcherEntry, WatcherInfo, WatcherStatus};
 use crate::dialog::{Dialog, dialog_id};
@@ -302,7 +304,11 @@ impl Agent {
         let content_type = sub.rec.format;
         let version = sub.rec.winfo_version;
         let shared_id = sub.rec.id.clone();
-        let partial = self.winfo_partial.remove(id);
+        // The first NOTIFY carries full state whatever changed before it.
+        let partial = match self.winfo_partial.remove(id) {
+            Some(WinfoPending::Partial(p)) if version > 0 => Some(p),
+            _ => None,
+        };
         let neutral = sub.rec.status == SubStatus::Pending || sub.rec.polite;
         // RFC 3856 §6.10: at most one NOTIFY per interval; the first one is
         // never delayed, later changes wait and are coalesced.
@@ -315,9 +321,8 @@ impl Agent {
             s.dirty = true;
             s.throttled = true;
             metrics::counter!(crate::metrics::NOTIFIES_THROTTLED).increment(1);
-            if let Some(p) = partial {
-                self.winfo_partial.insert(shared_id.clone(), p);
-            }
+            let pending = partial.map_or(WinfoPending::Full, WinfoPending::Partial);
+            self.winfo_partial.insert(shared_id.clone(), pending);
             if arm {
                 self.timers
                     .push(Reverse((at, TimerKey::Throttle(shared_id))));
@@ -443,6 +448,12 @@ impl Agent {
                 self.gc(&aor);
             }
             NotifyOutcome::Delivered | NotifyOutcome::Transient => {
+                if outcome == NotifyOutcome::Transient && sub.rec.event == Package::WatcherInfo {
+                    // The watcher may not have what was in flight: what
+                    // changed since is no longer relative to what it has.
+                    self.winfo_partial.insert(id.into(), WinfoPending::Full);
+                    sub.dirty = true;
+                }
                 if sub.dirty && !sub.throttled {
                     self.notify_or_defer(id, &mut fx);
                 }
@@ -553,7 +564,13 @@ impl Agent {
     }
 
     /// Watchers of `aor` changed: partial state to each winfo subscriber
-    /// (full state when a NOTIFY is in flight and changes pile up).
+    /// (RFC 3857 §5.2, RFC 3858 §4.2).
+    ///
+    /// The partial state is what changed since the last NOTIFY sent: its
+    /// entries accumulate, the latest per watcher, until a NOTIFY carries
+    /// them, through a throttle interval or a NOTIFY in flight. If that
+    /// NOTIFY is delivered they are relative to it; if it fails, the next
+    /// one carries full state instead (`on_notify_done`).
     pub(crate) fn winfo_changed(
         &mut self,
         aor: &str,
@@ -566,12 +583,17 @@ impl Agent {
             .map(|p| p.winfo.iter().cloned().collect())
             .unwrap_or_default();
         for id in ids {
-            let in_flight = self.subs.get(&id).is_some_and(|s| s.in_flight);
-            if in_flight {
-                // Coalesced: the next NOTIFY carries full state.
-                self.winfo_partial.remove(&id);
-            } else {
-                self.winfo_partial.insert(id.clone(), entries.clone());
+            if let WinfoPending::Partial(pending) = self
+                .winfo_partial
+                .entry(id.clone())
+                .or_insert_with(|| WinfoPending::Partial(Vec::new()))
+            {
+                for e in &entries {
+                    match pending.iter_mut().find(|p| p.id == e.id) {
+                        Some(p) => *p = e.clone(),
+                        None => pending.push(e.clone()),
+                    }
+                }
             }
             self.notify_or_defer(&id, fx);
         }
