@@ -150,6 +150,12 @@ pub struct OverloadSettings {
     pub max_queue_delay_ms: u64,
     /// The Retry-After of those 503s (RFC 3261 §21.5.4), in seconds.
     pub retry_after_s: u32,
+    /// Requests in progress (admitted, not yet answered) past which a new
+    /// request is answered 503 at admission, statelessly, whatever its
+    /// expected wait; a request inside a dialog is admitted up to 1.5
+    /// times it. Bounds memory when the wait cannot be estimated (the
+    /// agents stalled). Not turned off by `max_queue_delay_ms = 0`.
+    pub max_in_progress: usize,
 }
 
 impl Default for OverloadSettings {
@@ -157,6 +163,7 @@ impl Default for OverloadSettings {
         OverloadSettings {
             max_queue_delay_ms: 300,
             retry_after_s: 2,
+            max_in_progress: 16_384,
         }
     }
 }
@@ -561,6 +568,10 @@ impl Config {
                 "sip.transport.max_connections_per_address",
                 st.max_connections_per_address,
             ),
+            (
+                "sip.overload.max_in_progress",
+                self.sip.overload.max_in_progress,
+            ),
             ("cpim.http_max_connections", self.cpim.http_max_connections),
             (
                 "cpim.http_max_connections_per_address",
@@ -881,7 +892,7 @@ mod tests {
 
     #[test]
     fn connection_limits_and_deadlines_are_checked() {
-        let text = "[sip.transport]\nmessage_timeout_ms = 0\nmax_connections_per_address = 0\n[cpim]\nhttp_max_connections = 0\nhttp_max_connections_per_address = 0\nhttp_header_timeout_ms = 50\nhttp_body_timeout_ms = 3600001\n";
+        let text = "[sip.transport]\nmessage_timeout_ms = 0\nmax_connections_per_address = 0\n[cpim]\nhttp_max_connections = 0\nhttp_max_connections_per_address = 0\nhttp_header_timeout_ms = 50\nhttp_body_timeout_ms = 3600001\n[sip.overload]\nmax_in_progress = 0\n";
         let c = Config::parse(text, Path::new("g.toml")).unwrap();
         let e = c
             .validate(Path::new("g.toml"), text)
@@ -894,6 +905,7 @@ mod tests {
             "g.toml:6: cpim.http_max_connections_per_address: must be at least 1",
             "g.toml:7: cpim.http_header_timeout_ms: must be between 100 and 3600000",
             "g.toml:8: cpim.http_body_timeout_ms: must be between 100 and 3600000",
+            "g.toml:10: sip.overload.max_in_progress: must be at least 1",
         ] {
             assert!(e.contains(want), "{want} in {e}");
         }

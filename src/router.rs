@@ -14,11 +14,10 @@ use crate::gateway::Gateway;
 use crate::presence::PresenceAgent;
 use crate::reject::Reject;
 use crate::sip::{Message, Method};
-use crate::transaction::ServerTransaction;
+use crate::transaction::{ServerTransaction, TransactionUser};
 use crate::transport::Source;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 /// Where requests go.
 #[derive(Clone)]
@@ -284,11 +283,12 @@ impl Router {
             _ => refuse(st, Reject::MethodNotAllowed),
         }
     }
+}
 
-    /// Consumes the transaction layer's new requests.
-    pub async fn serve(self, mut rx: mpsc::Receiver<ServerTransaction>) {
-        while let Some(st) = rx.recv().await {
-            self.dispatch(st);
-        }
+/// The router is the transaction user: each new request is sorted into its
+/// agent's queue on the task that received it.
+impl TransactionUser for Router {
+    fn take(&self, st: ServerTransaction) {
+        self.dispatch(st)
     }
 }

@@ -110,6 +110,7 @@ fn policy(cfg: &Config) -> UasPolicy {
         max_queue_delay: (cfg.sip.overload.max_queue_delay_ms > 0)
             .then(|| std::time::Duration::from_millis(cfg.sip.overload.max_queue_delay_ms)),
         overload_retry_after: cfg.sip.overload.retry_after_s,
+        max_in_progress: cfg.sip.overload.max_in_progress,
     }
 }
 
@@ -160,7 +161,7 @@ impl Server {
             t2: Duration::from_millis(cfg.sip.timers.t2_ms),
             t4: Duration::from_millis(cfg.sip.timers.t4_ms),
         };
-        let (transactions, app_rx) = TransactionLayer::new(
+        let transactions = TransactionLayer::new(
             transport.clone(),
             timers,
             policy(cfg),
@@ -368,13 +369,8 @@ impl Server {
             local_domains: cfg.sip.local_domains.clone().into(),
             dialogs,
         };
-        // The router only sorts requests into the agents' (unbounded)
-        // queues, synchronously: it drains its channel whenever it runs
-        // instead of yielding every 128 requests (tokio's budget), so that
-        // under overload the wait is in the agents' queues, which admission
-        // measures, and not in this channel, whose overflow refuses
-        // requests inside dialogs that were already served once.
-        tokio::spawn(tokio::task::unconstrained(router.serve(app_rx)));
+        // New requests are dispatched on the task that received them.
+        transactions.connect(Arc::new(router));
         // Receive only once everything above is ready.
         upstream.connect(Arc::new(transactions.clone()));
         ops.ready.store(true, std::sync::atomic::Ordering::Release);

@@ -6,9 +6,11 @@ use bytes::Bytes;
 use sip_cpim_gateway::delivery::{Adapter, Backoff};
 use sip_cpim_gateway::presence::records::PolicyAction;
 use sip_cpim_gateway::presence::{PresenceAgent, PresenceSettings};
-use sip_cpim_gateway::sip::{Limits, Message, Method, parse_datagram};
+use sip_cpim_gateway::sip::{HeaderName, Limits, Message, Method, parse_datagram};
 use sip_cpim_gateway::store::{MemStore, Store};
-use sip_cpim_gateway::transaction::{Timers, TransactionLayer, UasPolicy};
+use sip_cpim_gateway::transaction::{
+    ServerTransaction, Timers, TransactionLayer, TransactionUser, UasPolicy,
+};
 use sip_cpim_gateway::transport::{Inbound, Proto, Resolver, SendFuture, Source, Target, Transmit};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -92,16 +94,30 @@ fn subscribe(cseq: u32, expires: u32, to_tag: Option<&str>) -> Inbound {
     ))
 }
 
-#[tokio::test(start_paused = true)]
-async fn ten_changes_in_one_second_give_one_immediate_then_one_coalesced_notify() {
+/// The presence agent as the transaction user, as the router hands it
+/// its requests.
+struct ToAgent(PresenceAgent);
+
+impl TransactionUser for ToAgent {
+    fn take(&self, st: ServerTransaction) {
+        self.0.handle(st)
+    }
+}
+
+/// A presence agent with a 5 s notification interval behind a transaction
+/// layer whose NOTIFYs `rec` records and answers 200 at once.
+fn agent(rec: &Arc<Recorder>) -> TransactionLayer {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rec = Arc::new(Recorder::default());
     let policy = UasPolicy {
         allow: vec![Method::Subscribe, Method::Publish, Method::Notify],
-        accept: vec!["application/pidf+xml".into()],
+        accept: vec![
+            "application/pidf+xml".into(),
+            "application/watcherinfo+xml".into(),
+        ],
+        allow_events: vec!["presence".into(), "presence.winfo".into()],
         ..UasPolicy::default()
     };
-    let (layer, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let layer = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
     let _ = rec.layer.set(layer.clone());
     let store: Arc<dyn Store> = Arc::new(MemStore::default());
     let adapter = Adapter::open(
@@ -136,11 +152,14 @@ async fn ten_changes_in_one_second_give_one_immediate_then_one_coalesced_notify(
         sip_cpim_gateway::dialog_table::DialogTable::new(),
     )
     .unwrap();
-    tokio::spawn(async move {
-        while let Some(st) = app.recv().await {
-            pa.handle(st);
-        }
-    });
+    layer.connect(Arc::new(ToAgent(pa)));
+    layer
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_changes_in_one_second_give_one_immediate_then_one_coalesced_notify() {
+    let rec = Arc::new(Recorder::default());
+    let layer = agent(&rec);
     let t0 = Instant::now();
     layer.on_inbound(subscribe(1, 600, None)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -177,4 +196,55 @@ async fn ten_changes_in_one_second_give_one_immediate_then_one_coalesced_notify(
         (last.0 - before) < Duration::from_millis(500),
         "the terminated NOTIFY is never delayed"
     );
+}
+
+/// Watchers that arrive within one interval after a watcherinfo NOTIFY
+/// reach the winfo subscriber in one partial NOTIFY that names them all
+/// (RFC 3857 §5.2, RFC 3858 §4.2: partial state is every change since the
+/// last NOTIFY), not only the last one.
+#[tokio::test(start_paused = true)]
+async fn watchers_arriving_within_an_interval_are_all_in_the_next_partial_notify() {
+    let rec = Arc::new(Recorder::default());
+    let layer = agent(&rec);
+    layer
+        .on_inbound(request(
+            "SUBSCRIBE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKwinfo\r\nMax-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a\r\nTo: <sip:alice@example.com>\r\nCall-ID: winfo\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:alice@192.0.2.20:5060>\r\nExpires: 600\r\nEvent: presence.winfo\r\nAccept: application/watcherinfo+xml\r\n\r\n",
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for watcher in ["bob", "carol"] {
+        layer
+            .on_inbound(request(&format!(
+                "SUBSCRIBE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK{watcher}\r\nMax-Forwards: 70\r\nFrom: <sip:{watcher}@example.com>;tag=w\r\nTo: <sip:alice@example.com>\r\nCall-ID: {watcher}\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:{watcher}@192.0.2.20:5060>\r\nExpires: 600\r\nEvent: presence\r\n\r\n"
+            )))
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let winfo: Vec<String> = rec
+        .notifies
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, m)| m.header_value(&HeaderName::Event) == Some("presence.winfo"))
+        .map(|(_, m)| String::from_utf8_lossy(m.body()).into_owned())
+        .collect();
+    assert_eq!(
+        winfo.len(),
+        2,
+        "one at once, one after the interval: {winfo:?}"
+    );
+    assert!(
+        winfo[0].contains("version=\"0\" state=\"full\""),
+        "{}",
+        winfo[0]
+    );
+    let next = &winfo[1];
+    assert!(next.contains("version=\"1\" state=\"partial\""), "{next}");
+    for watcher in ["bob", "carol"] {
+        assert!(
+            next.contains(&format!(">sip:{watcher}@example.com</watcher>")),
+            "{watcher} is in {next}"
+        );
+    }
 }

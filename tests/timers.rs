@@ -1,6 +1,9 @@
 //! Transaction timers asserted exactly with tokio's paused clock and a
 //! recording transport (RFC 3261 §17.1.2.2, §17.2.2, §8.1.3.1).
 
+#[path = "support/queue.rs"]
+mod queue;
+
 use bytes::Bytes;
 use sip_cpim_gateway::sip::{HeaderName, Limits, Message, Method, Uri, parse_datagram};
 use sip_cpim_gateway::transaction::{ClientError, Timers, TransactionLayer, UasPolicy};
@@ -62,7 +65,7 @@ fn offsets_ms(rec: &Recorder, start: Instant) -> Vec<u128> {
 }
 
 fn layer(rec: Arc<Recorder>) -> TransactionLayer {
-    TransactionLayer::new(rec, Timers::default(), UasPolicy::default(), 1300).0
+    TransactionLayer::new(rec, Timers::default(), UasPolicy::default(), 1300)
 }
 
 fn source() -> Source {
@@ -170,13 +173,15 @@ fn publish_server(
     rec: Arc<Recorder>,
 ) -> (
     TransactionLayer,
-    tokio::sync::mpsc::Receiver<sip_cpim_gateway::transaction::ServerTransaction>,
+    tokio::sync::mpsc::UnboundedReceiver<sip_cpim_gateway::transaction::ServerTransaction>,
 ) {
     let policy = UasPolicy {
         allow: vec![Method::Publish],
         ..UasPolicy::default()
     };
-    TransactionLayer::new(rec, Timers::default(), policy, 1300)
+    let l = TransactionLayer::new(rec, Timers::default(), policy, 1300);
+    let app = queue::connect(&l);
+    (l, app)
 }
 
 #[tokio::test(start_paused = true)]
@@ -272,7 +277,8 @@ async fn a_request_that_waited_past_the_budget_is_shed() {
         overload_retry_after: 3,
         ..UasPolicy::default()
     };
-    let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let l = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let mut app = queue::connect(&l);
     let raw = "PUBLISH sip:p@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bKshed\r\nMax-Forwards: 70\r\nFrom: <sip:p@example.com>;tag=a\r\nTo: <sip:p@example.com>\r\nCall-ID: shed@x\r\nCSeq: 1 PUBLISH\r\nContent-Length: 0\r\n\r\n";
     l.on_inbound(Inbound::Message {
         msg: Box::new(parse_datagram(Bytes::from(raw), &Limits::default()).unwrap()),
@@ -320,7 +326,8 @@ async fn a_request_older_than_the_budget_on_arrival_is_refused_statelessly() {
         overload_retry_after: 4,
         ..UasPolicy::default()
     };
-    let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let l = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let mut app = queue::connect(&l);
     let sent = |rec: &Recorder| -> Vec<String> {
         rec.sends
             .lock()
@@ -392,7 +399,8 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
         max_queue_delay: Some(Duration::from_millis(200)),
         ..UasPolicy::default()
     };
-    let (l, mut app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let l = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let mut app = queue::connect(&l);
     let publish = |n: usize| request(&format!("adm{n}"), "", "PUBLISH", 0);
     let refused = |rec: &Recorder| {
         rec.sends
@@ -441,35 +449,151 @@ async fn admission_refuses_what_the_backlog_would_make_late() {
     assert_eq!(refused(&rec), 2);
 }
 
-/// When the agents' queue is full (4,096 requests admitted and not yet
-/// taken), the next request is refused in its own transaction: 503 with
-/// `Retry-After: 5` (RFC 3261 §21.5.4), recorded, so that its
-/// retransmission gets the same 503 and no second decision.
+/// Work in progress is bounded even when the wait cannot be estimated
+/// (shedding by wait off here, as when the agents stall and no rate is
+/// known): past `max_in_progress` requests admitted and not yet answered,
+/// a new request is refused at admission with 503 and Retry-After (RFC
+/// 3261 §21.5.4), statelessly, and so is its retransmission; a request
+/// inside a dialog is admitted up to half again, and once one is answered
+/// a new one is admitted again.
 #[tokio::test(start_paused = true)]
-async fn a_full_agents_queue_refuses_with_503_and_retry_after() {
+async fn requests_in_progress_are_bounded_by_max_in_progress() {
     let rec = Arc::new(Recorder::default());
     let policy = UasPolicy {
-        allow: vec![Method::Publish],
+        allow: vec![Method::Publish, Method::Subscribe],
+        max_queue_delay: None,
+        max_in_progress: 8,
         ..UasPolicy::default()
     };
-    let (l, _app) = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
-    for n in 0..4096 {
+    let l = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let mut app = queue::connect(&l);
+    let mut held = Vec::new();
+    for n in 0..8 {
         l.on_inbound(request(&format!("q{n}"), "", "PUBLISH", 0))
             .await;
+        held.push(app.try_recv().expect("admitted"));
     }
-    assert!(rec.sends.lock().unwrap().is_empty(), "all 4,096 queued");
+    assert!(rec.sends.lock().unwrap().is_empty(), "all 8 admitted");
     l.on_inbound(request("over", "", "PUBLISH", 0)).await;
+    assert!(app.try_recv().is_err(), "the ninth is not admitted");
     let out = |i: usize| String::from_utf8_lossy(&rec.sends.lock().unwrap()[i].1).into_owned();
     let refused = out(0);
     assert!(
-        refused.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+        refused.starts_with("SIP/2.0 503 Service Unavailable (overloaded)\r\n"),
         "{refused}"
     );
-    assert!(refused.contains("\r\nRetry-After: 5\r\n"), "{refused}");
+    assert!(refused.contains("\r\nRetry-After: 2\r\n"), "{refused}");
     assert!(refused.contains("\r\nCSeq: 1 PUBLISH\r\n"), "{refused}");
     assert!(refused.contains("\r\nCall-ID: over@x\r\n"), "{refused}");
-    // Its retransmission matches the transaction and gets the same answer.
+    assert_eq!(l.in_flight().1, 8, "no transaction kept for the refusal");
+    // Its retransmission meets the same check.
     l.on_inbound(request("over", "", "PUBLISH", 0)).await;
     assert_eq!(rec.sends.lock().unwrap().len(), 2);
-    assert_eq!(out(1), refused);
+    assert!(out(1).starts_with("SIP/2.0 503 "), "{}", out(1));
+    assert_eq!(l.in_flight().1, 8);
+    // Requests inside dialogs finish admitted work: up to 12 in progress.
+    for n in 0..4 {
+        l.on_inbound(request(&format!("d{n}"), ";tag=b", "SUBSCRIBE", 0))
+            .await;
+        held.push(app.try_recv().expect("an in-dialog request is admitted"));
+    }
+    l.on_inbound(request("d4", ";tag=b", "SUBSCRIBE", 0)).await;
+    assert!(app.try_recv().is_err(), "the thirteenth is not admitted");
+    assert!(out(2).starts_with("SIP/2.0 503 "), "{}", out(2));
+    // Below the bound again, a new request is admitted.
+    for st in held.drain(..5) {
+        let ok = st.reply(200, "OK");
+        st.respond(ok).await.unwrap();
+    }
+    l.on_inbound(request("again", "", "PUBLISH", 0)).await;
+    assert!(app.try_recv().is_ok(), "admitted once below the bound");
+}
+
+/// While admission refuses new requests, the UDP transport's first look
+/// (`Receive::screen`) answers a new one from its bytes, before any parse:
+/// the same stateless 503 as the full path (the same fields, the top Via
+/// stamped with `received` and `rport`, RFC 3581 §4), no transaction kept.
+/// What the full path must see is left to it: a request inside a dialog,
+/// a retransmission of an admitted request, a CANCEL, and everything while
+/// new requests are admitted.
+#[tokio::test(start_paused = true)]
+async fn while_new_requests_are_refused_they_are_refused_before_the_parse() {
+    let rec = Arc::new(Recorder::default());
+    let policy = UasPolicy {
+        allow: vec![Method::Publish, Method::Subscribe],
+        max_in_progress: 1,
+        overload_retry_after: 4,
+        ..UasPolicy::default()
+    };
+    let l = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    let mut app = queue::connect(&l);
+    let raw = |branch: &str, method: &str, to_tag: &str| {
+        format!(
+            "{method} sip:p@example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP client.example.com:5070;branch=z9hG4bK{branch};rport\r\n\
+             v: SIP/2.0/UDP 192.0.2.99;branch=z9hG4bKfirst\r\n\
+             Max-Forwards: 70\r\nf: \"W; tag=no\" <sip:w@example.com>;tag=a\r\n\
+             To: <sip:p@example.com>{to_tag}\r\ni: {branch}@x\r\nCSeq: 7 {method}\r\n\
+             Event: presence\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let screen = |bytes: &str| l.screen(bytes.as_bytes(), &source(), Instant::now());
+    let sent = |i: usize| rec.sends.lock().unwrap()[i].1.clone();
+    // Nothing in progress: every request is for the full path.
+    assert!(screen(&raw("new", "SUBSCRIBE", "")).is_none());
+    // One admitted and held: max_in_progress reached.
+    let held = raw("held", "PUBLISH", "");
+    l.on_inbound(Inbound::Message {
+        msg: Box::new(parse_datagram(Bytes::from(held.clone()), &Limits::default()).unwrap()),
+        source: source(),
+        received: Instant::now(),
+    })
+    .await;
+    let _st = app.try_recv().expect("admitted");
+    let new = raw("new", "SUBSCRIBE", "");
+    screen(&new).expect("refused from its bytes").await;
+    assert_eq!(rec.sends.lock().unwrap().len(), 1);
+    assert_eq!(l.in_flight().1, 1, "no transaction kept for the refusal");
+    assert!(app.try_recv().is_err());
+    // The full path's answer to the same bytes, for comparison.
+    l.on_inbound(Inbound::Message {
+        msg: Box::new(parse_datagram(Bytes::from(new.clone()), &Limits::default()).unwrap()),
+        source: source(),
+        received: Instant::now(),
+    })
+    .await;
+    let (glanced, parsed) = (sent(0), sent(1));
+    assert!(
+        glanced.starts_with(b"SIP/2.0 503 Service Unavailable (overloaded)\r\n"),
+        "{glanced:?}"
+    );
+    let fields = |wire: Bytes| {
+        let m = parse_datagram(wire, &Limits::default()).unwrap();
+        let to_tag = m.to().and_then(|t| t.tag()).map(str::to_owned);
+        let fields: Vec<(HeaderName, String)> = m
+            .headers()
+            .iter()
+            .filter(|f| f.name != HeaderName::To)
+            .map(|f| (f.name.clone(), f.value.to_string()))
+            .collect();
+        (
+            m.status(),
+            m.to().map(|t| t.uri.to_string()),
+            to_tag,
+            fields,
+        )
+    };
+    let (g, p) = (fields(glanced), fields(parsed));
+    assert_eq!((g.0, &g.1, &g.3), (p.0, &p.1, &p.3));
+    assert!(g.2.is_some() && p.2.is_some(), "a To tag in both");
+    let top_via = &g.3[0].1;
+    assert!(top_via.contains(";rport=5060"), "{top_via}");
+    assert!(top_via.contains(";received=192.0.2.20"), "{top_via}");
+    assert!(g.3.contains(&(HeaderName::RetryAfter, "4".into())));
+    // Left to the full path: inside a dialog, the held request's
+    // retransmission, a CANCEL.
+    assert!(screen(&raw("dlg", "SUBSCRIBE", ";tag=b")).is_none());
+    assert!(screen(&held).is_none());
+    assert!(screen(&raw("new", "CANCEL", "")).is_none());
+    assert_eq!(rec.sends.lock().unwrap().len(), 2);
 }

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod framing;
+pub mod glance;
 pub(crate) mod grammar;
 pub mod headers;
 pub mod message;

@@ -4,13 +4,14 @@
 //! including RFC 2543 requests), the UAS core checks of §8.2, and stateless
 //! answers to malformed requests.
 //!
-//! The application above receives each new request as a
-//! [`ServerTransaction`] on a channel and starts client transactions with
-//! [`TransactionLayer::send_request`].
+//! The application above, the [`TransactionUser`], takes each new request
+//! as a [`ServerTransaction`] on the task that received it, and starts
+//! client transactions with [`TransactionLayer::send_request`].
 
 mod admission;
 mod client;
 mod expiry;
+mod screen;
 mod server;
 use expiry::Expiry;
 pub use server::ServerTransaction;
@@ -26,7 +27,7 @@ use crate::transport::{
 };
 use client::{ClientAction, ClientNonInvite};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -101,7 +102,8 @@ struct Shared {
     udp_mtu_threshold: usize,
     clients: Mutex<HashMap<ClientKey, ClientSlot>>,
     servers: Mutex<HashMap<ServerKey, Arc<ServerEntry>>>,
-    app: mpsc::Sender<ServerTransaction>,
+    /// Takes the new requests; connected once, after the layer is built.
+    tu: OnceLock<Arc<dyn TransactionUser>>,
     /// Client transactions waiting for their final response.
     active_clients: std::sync::atomic::AtomicUsize,
     /// Shutting down: new requests are refused with 503, transactions in
@@ -148,6 +150,21 @@ impl Shared {
     }
 }
 
+/// The transaction user (RFC 3261 §17): the application above, which
+/// takes every new request that passed admission and the UAS core checks.
+///
+/// `take` runs on the task that received the request (see
+/// [`Receive`]), concurrently for UDP: it must only sort the request to
+/// where it is served and return, never wait. There is no queue between
+/// the two layers: a channel and a task there made every request wait
+/// behind the ones before it, out of admission's sight, and its overflow
+/// refused requests inside dialogs already served once (docs/performance.md,
+/// "The transaction user on the receiving task"). The bound on work in
+/// progress is admission's (`UasPolicy::max_in_progress`).
+pub trait TransactionUser: Send + Sync + 'static {
+    fn take(&self, st: ServerTransaction);
+}
+
 /// The transaction layer. Cheap to clone.
 #[derive(Clone)]
 pub struct TransactionLayer {
@@ -160,14 +177,15 @@ pub fn random_token() -> String {
 }
 
 impl TransactionLayer {
-    /// A layer over `transport`; new requests arrive on the returned channel.
+    /// A layer over `transport`. New requests go to the transaction user
+    /// connected with [`TransactionLayer::connect`]; until then they are
+    /// refused 503.
     pub fn new(
         transport: Arc<dyn Transmit>,
         timers: Timers,
         policy: UasPolicy,
         udp_mtu_threshold: usize,
-    ) -> (TransactionLayer, mpsc::Receiver<ServerTransaction>) {
-        let (app, rx) = mpsc::channel(4096);
+    ) -> TransactionLayer {
         let shared = Arc::new(Shared {
             transport,
             timers,
@@ -175,14 +193,21 @@ impl TransactionLayer {
             udp_mtu_threshold,
             clients: Mutex::new(HashMap::new()),
             servers: Mutex::new(HashMap::new()),
-            app,
+            tu: OnceLock::new(),
             active_clients: std::sync::atomic::AtomicUsize::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
             admission: admission::Admission::new(),
             timer_j: Expiry::new(server::end_servers),
             timer_k: Expiry::new(end_clients),
         });
-        (TransactionLayer { shared }, rx)
+        TransactionLayer { shared }
+    }
+
+    /// Connects the transaction user: new requests go to it from now on.
+    /// Only the first call counts (it is built on this layer, so it comes
+    /// after).
+    pub fn connect(&self, tu: Arc<dyn TransactionUser>) {
+        let _ = self.shared.tu.set(tu);
     }
 
     pub fn timers(&self) -> Timers {
@@ -551,6 +576,16 @@ impl Drop for ClientGuard {
 impl Receive for TransactionLayer {
     fn receive(&self, ev: Inbound) -> ReceiveFuture<'_> {
         Box::pin(self.on_inbound(ev))
+    }
+
+    fn screen(
+        &self,
+        datagram: &[u8],
+        source: &Source,
+        received: Instant,
+    ) -> Option<ReceiveFuture<'_>> {
+        let reply = self.screen_datagram(datagram, source, received)?;
+        Some(Box::pin(async move { reply.send(&self.shared).await }))
     }
 }
 

@@ -7,12 +7,13 @@
 use super::{IncomingRequest, Shared, TransactionLayer, random_token, shrunk_capacity, uas};
 use crate::metrics as m;
 use crate::sip::salvage::salvage_request;
-use crate::sip::{HeaderName, Message, Method, ParseError, default_reason, headers::decode_via};
+use crate::sip::{
+    HeaderName, Message, Method, ParseError, Via, default_reason, headers::decode_via,
+};
 use crate::transport::routing::ResponseTarget;
 use crate::transport::{Source, Target, TransportError, response_target, stamp_received};
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Server transaction identity (§17.2.3), held in one allocation per key:
@@ -77,13 +78,8 @@ pub(super) fn match_method(m: &Method) -> &str {
 pub(super) fn server_key(req: &Message, source: &Source) -> Option<ServerKey> {
     let via = req.top_via()?;
     let method = match_method(req.method()?);
-    if let Some(branch) = via.rfc3261_branch() {
-        let port = via.port.unwrap_or_else(|| via.transport.default_port());
-        let sent_by = format!("{}:{port}", via.host.canonical());
-        return Some(ServerKey::Rfc3261 {
-            fields: ServerKey::join(&[branch, &sent_by, method]),
-            hop: source.peer,
-        });
+    if let Some(key) = rfc3261_key(via, method, source) {
+        return Some(key);
     }
     let ruri = req.request_uri()?.to_string();
     let cseq = req.cseq().map_or(0, |c| c.seq).to_string();
@@ -98,6 +94,32 @@ pub(super) fn server_key(req: &Message, source: &Source) -> Option<ServerKey> {
             method,
         ]),
     })
+}
+
+/// The key of a request whose top Via has a magic-cookie branch; `None`
+/// for an RFC 2543 one. `method` is the match method (`match_method`).
+pub(super) fn rfc3261_key(via: &Via, method: &str, source: &Source) -> Option<ServerKey> {
+    let branch = via.rfc3261_branch()?;
+    let port = via.port.unwrap_or_else(|| via.transport.default_port());
+    let sent_by = format!("{}:{port}", via.host.canonical());
+    Some(ServerKey::Rfc3261 {
+        fields: ServerKey::join(&[branch, &sent_by, method]),
+        hop: source.peer,
+    })
+}
+
+/// Where the responses to a request whose (stamped) top Via is `via` go
+/// (§18.2.2); a `maddr` naming a host is not resolved: the source address
+/// is answered instead.
+pub(super) fn target_of(via: &Via, source: &Source) -> Target {
+    match response_target(via, source) {
+        ResponseTarget::Direct(t) => t,
+        ResponseTarget::Resolve { proto, .. } => {
+            let mut t = Target::new(proto, source.peer);
+            t.conn = source.conn;
+            t
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -164,9 +186,8 @@ pub(super) fn end_servers(shared: &Shared, keys: &mut Vec<ServerKey>) {
 /// from the estimate (ages up to 165 ms, estimates 330–1,060 ms), each one
 /// a served SUBSCRIBE and NOTIFY thrown away (docs/performance.md, "In-dialog
 /// requests by their own age").
-fn shed_budget(policy: &uas::UasPolicy, req: &Message) -> Option<Budget> {
+fn shed_budget(policy: &uas::UasPolicy, in_dialog: bool) -> Option<Budget> {
     let budget = policy.max_queue_delay?;
-    let in_dialog = req.to().is_some_and(|t| t.tag().is_some());
     Some(if in_dialog {
         Budget {
             limit: late_limit(budget),
@@ -187,6 +208,16 @@ struct Budget {
     backlog_counts: bool,
 }
 
+/// The reason phrase of a refusal at admission.
+pub(super) const OVERLOADED: &str = "Service Unavailable (overloaded)";
+
+/// Counts a refusal at admission of a request with the `method` label.
+pub(super) fn count_refusal(stage: &'static str, method: &'static str) {
+    metrics::counter!(m::SIP_SHED, "stage" => stage).increment(1);
+    metrics::counter!(m::SIP_RESPONSES_SENT, "method" => method, "code" => m::code_label(503))
+        .increment(1);
+}
+
 /// Past this age an admitted request is refused by its agent, and an
 /// in-dialog one at admission: half the budget again, still below T1 with
 /// the default budget (300 ms, T1 500 ms).
@@ -195,17 +226,32 @@ fn late_limit(budget: std::time::Duration) -> std::time::Duration {
 }
 
 impl TransactionLayer {
-    /// Admission (`admission`): whether `req`, received at `received`,
-    /// would exceed its wait budget, by its age so far plus the wait the
-    /// agents' queue promises.
-    fn too_late(&self, req: &Message, received: Instant) -> bool {
-        let Some(Budget {
+    /// Admission (`admission`): why a request received at `received` is
+    /// refused, as its `stage` label, or `None` when it is admitted;
+    /// `in_dialog`: it has a To tag.
+    ///
+    /// - "queue": the requests in progress reached `max_in_progress` (half
+    ///   again for a request inside a dialog, as with the wait budget).
+    ///   This bound holds even when the wait cannot be estimated (agents
+    ///   stalled: no rate to divide by) or shedding by wait is off.
+    /// - "admission": its age so far plus the wait the agents' queue
+    ///   promises exceed its budget (`shed_budget`).
+    pub(super) fn refusal(&self, in_dialog: bool, received: Instant) -> Option<&'static str> {
+        let policy = &self.shared.policy;
+        let most = if in_dialog {
+            policy.max_in_progress + policy.max_in_progress / 2
+        } else {
+            policy.max_in_progress
+        };
+        let queued = self.shared.admission.queued();
+        if queued >= most {
+            tracing::debug!(queued, most, "refused at admission: too much in progress");
+            return Some("queue");
+        }
+        let Budget {
             limit,
             backlog_counts,
-        }) = shed_budget(&self.shared.policy, req)
-        else {
-            return false;
-        };
+        } = shed_budget(policy, in_dialog)?;
         let now = Instant::now();
         let age = now.saturating_duration_since(received);
         let expected = if backlog_counts {
@@ -213,18 +259,18 @@ impl TransactionLayer {
         } else {
             std::time::Duration::ZERO
         };
-        let late = age + expected > limit;
-        if late {
-            // Why, for an operator tracing overload (RUST_LOG=…server=debug).
-            tracing::debug!(
-                age_ms = age.as_millis() as u64,
-                expected_ms = expected.as_millis() as u64,
-                limit_ms = limit.as_millis() as u64,
-                queued = self.shared.admission.queued(),
-                "refused at admission"
-            );
+        if age + expected <= limit {
+            return None;
         }
-        late
+        // Why, for an operator tracing overload (RUST_LOG=…server=debug).
+        tracing::debug!(
+            age_ms = age.as_millis() as u64,
+            expected_ms = expected.as_millis() as u64,
+            limit_ms = limit.as_millis() as u64,
+            queued,
+            "refused at admission"
+        );
+        Some("admission")
     }
 
     /// A received request: matched to its transaction, refused, or handed
@@ -245,35 +291,29 @@ impl TransactionLayer {
             // An ACK matching no transaction is absorbed (§17.2.3, §8.2).
             return Reply::Nothing;
         }
-        let target = match response_target(req.top_via().expect("key implies Via"), &source) {
-            ResponseTarget::Direct(t) => t,
-            ResponseTarget::Resolve { proto, .. } => {
-                // maddr naming a host: answer the source address instead.
-                let mut t = Target::new(proto, source.peer);
-                t.conn = source.conn;
-                t
-            }
-        };
+        let target = target_of(req.top_via().expect("key implies Via"), &source);
         let method_label = m::method_label(Some(&method));
         metrics::counter!(m::SIP_REQUESTS_RECEIVED, "method" => method_label).increment(1);
-        if method != Method::Cancel && self.too_late(&req, received) {
-            // It would not be answered before the client retransmits:
-            // refuse it here, before it costs a transaction, a task or the
-            // agent's time, and statelessly (RFC 3261 §8.2.7): a
-            // retransmission meets the same check, and under overload the
-            // table must not grow with what is refused (it would hold each
-            // for Timer J). See `admission`.
-            metrics::counter!(m::SIP_SHED, "stage" => "admission").increment(1);
-            metrics::counter!(m::SIP_RESPONSES_SENT, "method" => method_label, "code" => m::code_label(503))
-                .increment(1);
-            let retry_after = self.shared.policy.overload_retry_after.to_string();
-            let wire = req.stateless_reply(
-                503,
-                "Service Unavailable (overloaded)",
-                &random_token(),
-                &[(HeaderName::RetryAfter, &retry_after)],
-            );
-            return Reply::Send(wire, target);
+        let in_dialog = req.to().is_some_and(|t| t.tag().is_some());
+        if method != Method::Cancel {
+            if let Some(stage) = self.refusal(in_dialog, received) {
+                // It would not be answered before the client retransmits,
+                // or too much is in progress already: refuse it here,
+                // before it costs a transaction, a task or the agent's
+                // time, and statelessly (RFC 3261 §8.2.7): a
+                // retransmission meets the same check, and under overload
+                // the table must not grow with what is refused (it would
+                // hold each for Timer J). See `admission`.
+                count_refusal(stage, method_label);
+                let retry_after = self.shared.policy.overload_retry_after.to_string();
+                let wire = req.stateless_reply(
+                    503,
+                    OVERLOADED,
+                    &random_token(),
+                    &[(HeaderName::RetryAfter, &retry_after)],
+                );
+                return Reply::Send(wire, target);
+            }
         }
         let entry = Arc::new(ServerEntry {
             target,
@@ -341,18 +381,15 @@ impl TransactionLayer {
             resp.push_header(HeaderName::RetryAfter, "5");
             return Reply::answered(st.respond(resp));
         }
-        match self.shared.app.try_send(st) {
-            Ok(()) => Reply::Nothing,
-            Err(e) => {
-                // The agents' queue is full (or they are gone): refuse with
-                // 503 (RFC 3261 §21.5.4).
-                let st = match e {
-                    mpsc::error::TrySendError::Full(st) | mpsc::error::TrySendError::Closed(st) => {
-                        st
-                    }
-                };
-                metrics::counter!(m::SIP_SHED, "stage" => "queue").increment(1);
-                let mut resp = st.reply(503, "Service Unavailable");
+        match self.shared.tu.get() {
+            Some(tu) => {
+                tu.take(st);
+                Reply::Nothing
+            }
+            None => {
+                // Not connected yet (the server connects it before it
+                // receives): as while starting, 503 (RFC 3261 §21.5.4).
+                let mut resp = st.reply(503, "Service Unavailable (starting)");
                 resp.push_header(HeaderName::RetryAfter, "5");
                 Reply::answered(st.respond(resp))
             }

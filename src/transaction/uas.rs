@@ -21,6 +21,11 @@ pub struct UasPolicy {
     pub max_queue_delay: Option<std::time::Duration>,
     /// Retry-After of a shed request's 503.
     pub overload_retry_after: u32,
+    /// New requests in progress (taken, neither answered nor handed on)
+    /// past which a new one is refused 503 at admission; requests inside
+    /// a dialog get half again. The bound when the wait cannot be
+    /// estimated (agents stalled: no rate to divide by), and on memory.
+    pub max_in_progress: usize,
 }
 
 impl Default for UasPolicy {
@@ -33,6 +38,7 @@ impl Default for UasPolicy {
             agent: "sip-cpim-gateway".into(),
             max_queue_delay: None,
             overload_retry_after: 2,
+            max_in_progress: 16_384,
         }
     }
 }

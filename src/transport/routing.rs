@@ -11,7 +11,14 @@ use std::net::{IpAddr, SocketAddr};
 /// is not the source address, and fill an empty `rport` with the source
 /// port (RFC 3581 §4, which also makes `received` mandatory then).
 pub fn stamp_received(msg: &mut Message, source: &Source) {
-    let Some(top) = msg.top_via() else { return };
+    if let Some(via) = msg.top_via().and_then(|top| stamped(top, source)) {
+        msg.set_top_via(&via);
+    }
+}
+
+/// `top` with `received` and `rport` set as `stamp_received` sets them, or
+/// `None` when it needs neither.
+pub fn stamped(top: &Via, source: &Source) -> Option<Via> {
     let src_ip = source.peer.ip();
     let host_is_source = match &top.host {
         Host::V4(a) => IpAddr::V4(*a) == src_ip,
@@ -20,7 +27,7 @@ pub fn stamp_received(msg: &mut Message, source: &Source) {
     };
     let wants_rport = matches!(top.rport(), Some(None));
     if host_is_source && !wants_rport {
-        return;
+        return None;
     }
     let mut via: Via = top.clone();
     via.params.set(Param::new(
@@ -33,7 +40,7 @@ pub fn stamp_received(msg: &mut Message, source: &Source) {
             Some(ByteString::from(source.peer.port().to_string())),
         ));
     }
-    msg.set_top_via(&via);
+    Some(via)
 }
 
 /// Where a response goes (§18.2.2).

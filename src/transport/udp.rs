@@ -108,6 +108,14 @@ fn spawn_receiver(rx: Arc<UdpSocket>, local: SocketAddr, limits: Limits, upstrea
                 local,
                 conn: None,
             };
+            // A datagram over the size limit is for the parser to refuse
+            // (513), not for a glance.
+            if n <= limits.max_message_bytes {
+                if let Some(answer) = upstream.screen(&buf[..n], &source, received) {
+                    answer.await;
+                    continue;
+                }
+            }
             let bytes = Bytes::copy_from_slice(&buf[..n]);
             let event = match parse_datagram(bytes.clone(), &limits) {
                 Ok(msg) => Inbound::Message {

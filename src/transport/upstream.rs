@@ -12,11 +12,12 @@
 //! Invariant: the layer above is connected at most once; a message that
 //! arrives before waits for it, none is dropped.
 
-use super::Inbound;
+use super::{Inbound, Source};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// The layer above, as the transport sees it. `receive` runs on the
 /// reading task: a stream's next message is read only after it returns, so
@@ -24,6 +25,19 @@ use tokio::sync::Notify;
 /// concurrently.
 pub trait Receive: Send + Sync + 'static {
     fn receive(&self, ev: Inbound) -> ReceiveFuture<'_>;
+
+    /// A first look at a datagram, before it is parsed: the layer may
+    /// answer it from its bytes alone (a new request refused under
+    /// overload), and then it is neither parsed nor received. `None`:
+    /// parse it and `receive` it.
+    fn screen(
+        &self,
+        _datagram: &[u8],
+        _source: &Source,
+        _received: Instant,
+    ) -> Option<ReceiveFuture<'_>> {
+        None
+    }
 }
 
 pub type ReceiveFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -51,6 +65,17 @@ impl Upstream {
         if self.0.layer.set(layer).is_ok() {
             self.0.connected.notify_waiters();
         }
+    }
+
+    /// The layer's answer to `datagram` before any parse (`Receive::screen`);
+    /// `None` while no layer is connected.
+    pub(super) fn screen(
+        &self,
+        datagram: &[u8],
+        source: &Source,
+        received: Instant,
+    ) -> Option<ReceiveFuture<'_>> {
+        self.0.layer.get()?.screen(datagram, source, received)
     }
 
     /// Hands `ev` to the layer above, waiting until one is connected.

@@ -5,6 +5,7 @@
 pub mod adapter;
 pub mod postgres;
 pub mod process;
+pub mod queue;
 
 use bytes::Bytes;
 use sip_cpim_gateway::sip::{Limits, Message, Method, StreamParser, parse_datagram};
@@ -128,8 +129,8 @@ pub async fn start(opts: Opts) -> TestServer {
     let transport = TransportLayer::bind(config, upstream.clone())
         .await
         .unwrap();
-    let (layer, mut app) =
-        TransactionLayer::new(transport.clone(), Timers::default(), policy(), 1300);
+    let layer = TransactionLayer::new(transport.clone(), Timers::default(), policy(), 1300);
+    let mut app = queue::connect(&layer);
     upstream.connect(Arc::new(layer.clone()));
     let calls = Arc::new(AtomicUsize::new(0));
     let c = calls.clone();
