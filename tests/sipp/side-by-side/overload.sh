@@ -27,6 +27,10 @@
 # quota in its own cgroup, v1 or v2; lower it when SIPp cannot offer 2·C).
 # GATEWAY_TOML_EXTRA (appended to the gateway's configuration, lib.sh: a
 # setting to try, e.g. $'[sip.overload]\nmax_queue_delay_ms = 150').
+# SIPP_ARGS (added to every sipp command, e.g. -trace_err with KEEP=1 to see
+# which calls failed and on what).
+# The overload line also gives the datagrams the kernel dropped at the
+# gateway's socket (its receive buffer full: /proc/net/udp "drops").
 #
 # The overload figure is the gateway's only while SIPp keeps up and the
 # gateway is saturated: a step in which SIPp used over 90 % of its core, or
@@ -86,10 +90,11 @@ step() {
 	local sc=$1 csv=$2 rate=$3 calls=$4 d="$WORK/$1-$3-$RANDOM"
 	mkdir -p "$d"; cp "$KHERE/scenarios/$sc" "$d/"
 	local c0; c0=$(ticks)
+	# shellcheck disable=SC2086 # SIPP_ARGS: words
 	(cd "$d" && taskset -c "$CPU_SIPP" timeout -k 10 $((calls / rate + 90)) sipp "127.0.0.1:$GPORT" -sf "$sc" \
 		-inf "$csv" -i 127.0.0.1 -p $((GPORT + 100)) -m "$calls" -r "$rate" -timeout "$((calls / rate + 60))s" \
 		-recv_timeout 10s -nostdin -default_behaviors all,-bye -buff_size 4194304 \
-		-max_non_invite_retrans 5 -trace_stat -stf stat.csv -fd 1 > sipp.out 2>&1; times > times.txt)
+		-max_non_invite_retrans 5 -trace_stat -stf stat.csv -fd 1 ${SIPP_ARGS:-} > sipp.out 2>&1; times > times.txt)
 	local c1; c1=$(ticks)
 	python3 - "$d/stat.csv" "$c0" "$c1" "$(getconf CLK_TCK)" "$(mem)" "$d/times.txt" <<'PY'
 import csv, re, sys
@@ -131,10 +136,12 @@ over=${OVERLOAD_RATE:-$((clean * 2))}
 start_gw
 read -r ok failed refused unanswered retrans secs cpu scpu rss hwm < <(run_step "$over" $((over * OVERLOAD_S)))
 curl -sf "127.0.0.1:$HPORT/metrics" > "$WORK/metrics.txt"
+# The gateway's socket: 127.0.0.1:GPORT in hex, drops the last column.
+drops=$(awk -v a="$(printf '0100007F:%04X' "$GPORT")" '$2 == a {print $NF}' /proc/net/udp)
 stop_gw
 goodput=$(python3 -c "print(round($ok / $secs))")
 echo "clean: $clean/s ($clean_line)"
-echo "overload: offered $over/s for $((over * OVERLOAD_S)) calls: goodput $goodput/s = $(python3 -c "print(f'{100 * $goodput / $clean:.0f}')") % of clean; ok $ok, refused (503) $refused, unanswered $unanswered, retrans $retrans, gateway CPU ${cpu}s over ${secs}s, SIPp CPU ${scpu}s, rss ${rss} kB, peak ${hwm} kB"
+echo "overload: offered $over/s for $((over * OVERLOAD_S)) calls: goodput $goodput/s = $(python3 -c "print(f'{100 * $goodput / $clean:.0f}')") % of clean; ok $ok, refused (503) $refused, unanswered $unanswered, retrans $retrans, gateway CPU ${cpu}s over ${secs}s, SIPp CPU ${scpu}s, rss ${rss} kB, peak ${hwm} kB, socket drops ${drops:-?}"
 # Where the gateway's work went: what it shed and where, and (dialogs) how
 # many served SUBSCRIBEs were wasted by a refusal of their un-SUBSCRIBE (every
 # SUBSCRIBE answered 200 is a served initial one or the un-SUBSCRIBE of a
