@@ -153,8 +153,8 @@ impl Shared {
 /// The transaction user (RFC 3261 §17): the application above, which
 /// takes every new request that passed admission and the UAS core checks.
 ///
-/// `take` runs on the task that received the request (see
-/// [`Receive`]), concurrently for UDP: it must only sort the request to
+/// `take` runs where the request was received (see [`Receive`]): a UDP
+/// receiver thread, concurrently with the others, or a stream's reader: it must only sort the request to
 /// where it is served and return, never wait. There is no queue between
 /// the two layers: a channel and a task there made every request wait
 /// behind the ones before it, out of admission's sight, and its overflow
@@ -571,8 +571,8 @@ impl Drop for ClientGuard {
     }
 }
 
-/// The transport hands every message up here, on its reading task: the
-/// UDP receivers concurrently, a stream's reader in order.
+/// The transport hands every message up here, where it read it: the UDP
+/// receiver threads concurrently, a stream's reader in order.
 impl Receive for TransactionLayer {
     fn receive(&self, ev: Inbound) -> ReceiveFuture<'_> {
         Box::pin(self.on_inbound(ev))

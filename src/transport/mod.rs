@@ -4,8 +4,8 @@
 //! resolution (static routes, then RFC 3263 DNS).
 //!
 //! The layer above talks to it through [`Transmit`] (outbound) and an
-//! [`Upstream`] link, which hands it everything received, parsed or not, on
-//! the task that read it.
+//! [`Upstream`] link, which hands it everything received, parsed or not,
+//! where it was read (a UDP receiver thread, a stream's reader task).
 
 mod conn;
 mod listener;

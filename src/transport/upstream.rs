@@ -1,8 +1,8 @@
 //! The hand-off of what the transport receives to the layer above.
 //!
-//! Each message is handed up on the task that read it (a UDP receiver, a
-//! stream connection's reader), not through a channel to one consuming
-//! task. That hop cost a wake-up per message and, under overload, made
+//! Each message is handed up where it was read (a UDP receiver's thread, a
+//! stream connection's reader task), not through a channel to one
+//! consuming task. That hop cost a wake-up per message and, under overload, made
 //! every response and in-dialog request wait in one queue behind the new
 //! requests: the 200s to the gateway's NOTIFYs came back late and the
 //! NOTIFYs were re-sent (docs/performance.md, "Received on the reading
@@ -19,10 +19,11 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// The layer above, as the transport sees it. `receive` runs on the
-/// reading task: a stream's next message is read only after it returns, so
-/// messages of one connection are taken in order, and UDP receivers call it
-/// concurrently.
+/// The layer above, as the transport sees it. `receive` runs where the
+/// message was read: a stream's next message is read only after it
+/// returns, so messages of one connection are taken in order; the UDP
+/// receiver threads call it concurrently, each driving the future it
+/// returns with the runtime's handle (`Handle::block_on`).
 pub trait Receive: Send + Sync + 'static {
     fn receive(&self, ev: Inbound) -> ReceiveFuture<'_>;
 
