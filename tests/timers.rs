@@ -597,3 +597,36 @@ async fn while_new_requests_are_refused_they_are_refused_before_the_parse() {
     assert!(screen(&raw("new", "CANCEL", "")).is_none());
     assert_eq!(rec.sends.lock().unwrap().len(), 2);
 }
+
+/// Before its transaction user is connected, the layer refuses a new
+/// request in its transaction: 503 with `Retry-After: 5` (RFC 3261
+/// §21.5.4), and its retransmission gets the same answer again.
+#[tokio::test(start_paused = true)]
+async fn a_request_before_the_transaction_user_is_connected_gets_503() {
+    let rec = Arc::new(Recorder::default());
+    let policy = UasPolicy {
+        allow: vec![Method::Publish],
+        ..UasPolicy::default()
+    };
+    let l = TransactionLayer::new(rec.clone(), Timers::default(), policy, 1300);
+    l.on_inbound(request("early", "", "PUBLISH", 0)).await;
+    l.on_inbound(request("early", "", "PUBLISH", 0)).await;
+    let sent: Vec<String> = rec
+        .sends
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[0].starts_with("SIP/2.0 503 Service Unavailable (starting)\r\n"),
+        "{}",
+        sent[0]
+    );
+    assert!(sent[0].contains("\r\nRetry-After: 5\r\n"), "{}", sent[0]);
+    assert_eq!(
+        sent[1], sent[0],
+        "the retransmission gets the recorded answer"
+    );
+}

@@ -111,6 +111,8 @@ struct Shared {
     draining: std::sync::atomic::AtomicBool,
     /// New requests waiting for their agents (`[sip.overload]`).
     admission: admission::Admission,
+    /// The Retry-After value of a refusal at admission, formatted once.
+    overload_retry_after: Box<str>,
     /// Timer J of server transactions over unreliable transports.
     timer_j: Arc<Expiry<ServerKey>>,
     /// Timer K of client transactions over unreliable transports.
@@ -186,6 +188,7 @@ impl TransactionLayer {
         policy: UasPolicy,
         udp_mtu_threshold: usize,
     ) -> TransactionLayer {
+        let overload_retry_after = policy.overload_retry_after.to_string().into();
         let shared = Arc::new(Shared {
             transport,
             timers,
@@ -197,6 +200,7 @@ impl TransactionLayer {
             active_clients: std::sync::atomic::AtomicUsize::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
             admission: admission::Admission::new(),
+            overload_retry_after,
             timer_j: Expiry::new(server::end_servers),
             timer_k: Expiry::new(end_clients),
         });

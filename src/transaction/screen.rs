@@ -18,12 +18,12 @@
 //! anything the glance cannot read plainly, is parsed and received as
 //! before.
 
-use super::server::{OVERLOADED, Reply, count_refusal, rfc3261_key, target_of};
-use super::{TransactionLayer, random_token};
+use super::TransactionLayer;
+use super::server::{Reply, rfc3261_key, target_of};
 use crate::metrics as m;
+use crate::sip::Method;
 use crate::sip::glance::Glance;
 use crate::sip::headers::decode_via;
-use crate::sip::{HeaderName, Method};
 use crate::transport::{Source, routing::stamped};
 use bytestring::ByteString;
 use tokio::time::Instant;
@@ -56,15 +56,12 @@ impl TransactionLayer {
         let method = Method::from_token(&ByteString::from(glance.method()));
         let method_label = m::method_label(Some(&method));
         metrics::counter!(m::SIP_REQUESTS_RECEIVED, "method" => method_label).increment(1);
-        count_refusal(stage, method_label);
-        let retry_after = self.shared.policy.overload_retry_after.to_string();
-        let wire = glance.reply(
-            503,
-            OVERLOADED,
-            &top.to_string(),
-            &random_token(),
-            &[(HeaderName::RetryAfter, &retry_after)],
-        );
-        Some(Reply::Send(wire, target))
+        let top = top.to_string();
+        Some(
+            self.shared
+                .refuse_overloaded(stage, method_label, target, |reason, tag, extra| {
+                    glance.reply(503, reason, &top, tag, extra)
+                }),
+        )
     }
 }

@@ -209,13 +209,26 @@ struct Budget {
 }
 
 /// The reason phrase of a refusal at admission.
-pub(super) const OVERLOADED: &str = "Service Unavailable (overloaded)";
+const OVERLOADED: &str = "Service Unavailable (overloaded)";
 
-/// Counts a refusal at admission of a request with the `method` label.
-pub(super) fn count_refusal(stage: &'static str, method: &'static str) {
-    metrics::counter!(m::SIP_SHED, "stage" => stage).increment(1);
-    metrics::counter!(m::SIP_RESPONSES_SENT, "method" => method, "code" => m::code_label(503))
-        .increment(1);
+impl Shared {
+    /// The stateless 503 of a request refused at admission (`stage`), to
+    /// `target`: counted, and built by `wire` from the reason, a fresh To
+    /// tag and the Retry-After field, whether from the parsed request or
+    /// from a glance at it (`screen`).
+    pub(super) fn refuse_overloaded(
+        &self,
+        stage: &'static str,
+        method: &'static str,
+        target: Target,
+        wire: impl FnOnce(&str, &str, &[(HeaderName, &str)]) -> Bytes,
+    ) -> Reply {
+        metrics::counter!(m::SIP_SHED, "stage" => stage).increment(1);
+        metrics::counter!(m::SIP_RESPONSES_SENT, "method" => method, "code" => m::code_label(503))
+            .increment(1);
+        let extra = [(HeaderName::RetryAfter, &*self.overload_retry_after)];
+        Reply::Send(wire(OVERLOADED, &random_token(), &extra), target)
+    }
 }
 
 /// Past this age an admitted request is refused by its agent, and an
@@ -304,15 +317,12 @@ impl TransactionLayer {
                 // retransmission meets the same check, and under overload
                 // the table must not grow with what is refused (it would
                 // hold each for Timer J). See `admission`.
-                count_refusal(stage, method_label);
-                let retry_after = self.shared.policy.overload_retry_after.to_string();
-                let wire = req.stateless_reply(
-                    503,
-                    OVERLOADED,
-                    &random_token(),
-                    &[(HeaderName::RetryAfter, &retry_after)],
+                return self.shared.refuse_overloaded(
+                    stage,
+                    method_label,
+                    target,
+                    |reason, tag, extra| req.stateless_reply(503, reason, tag, extra),
                 );
-                return Reply::Send(wire, target);
             }
         }
         let entry = Arc::new(ServerEntry {
